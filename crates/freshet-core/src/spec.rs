@@ -1,0 +1,474 @@
+//! The pipeline file: one TOML document declaring sources, feature views, the online store and
+//! the HTTP listener.
+//!
+//! Parsing rejects unknown keys; [`PipelineSpec::from_toml`] then runs every cross-field check in
+//! one validation step that does no I/O. Every error names the file, the line and the column and
+//! says what was expected ([`SpecError`]).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::duration::HumanDuration;
+
+/// Allowed lateness when a source does not set one: events must arrive in event-time order.
+pub const DEFAULT_ALLOWED_LATENESS: HumanDuration = HumanDuration::from_millis(0);
+/// Wall time after which a silent partition stops holding the head back.
+pub const DEFAULT_IDLE_TIMEOUT: HumanDuration = HumanDuration::from_secs(5);
+/// Address the HTTP API listens on when `[serve]` does not set one.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Consumer group used when `[kafka]` does not set one.
+pub const DEFAULT_GROUP_ID: &str = "freshet";
+
+/// A whole pipeline file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// Kafka connection used by `freshet run`; `replay` and `demo` do not need it.
+    #[serde(default)]
+    pub kafka: Option<KafkaSpec>,
+    /// Where feature vectors are kept for serving.
+    #[serde(default)]
+    pub store: StoreSpec,
+    /// The HTTP listener.
+    #[serde(default)]
+    pub serve: ServeSpec,
+    /// Event sources (`[[source]]`).
+    #[serde(default, rename = "source")]
+    pub sources: Vec<Spanned<SourceSpec>>,
+    /// Feature views (`[[feature_view]]`).
+    #[serde(default, rename = "feature_view")]
+    pub feature_views: Vec<Spanned<FeatureViewSpec>>,
+}
+
+/// `[kafka]`: how to reach the brokers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSpec {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Consumer group id shared by every freshet process of this pipeline.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+}
+
+fn default_group_id() -> String {
+    DEFAULT_GROUP_ID.to_owned()
+}
+
+/// Which online-store backend holds the feature vectors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// In-process store, the embedded default; nothing to run beside freshet.
+    #[default]
+    Memory,
+    /// A Redis server or cluster at `url`.
+    Redis,
+}
+
+/// `[store]`: the online store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSpec {
+    /// `memory` (default) or `redis`.
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// Connection URL, required for `redis` (`redis://host:port/db`).
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// `[serve]`: the HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSpec {
+    /// Socket address to listen on; default `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for ServeSpec {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN
+        .parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+}
+
+/// What happens to an event that arrives later than the allowed lateness. Either way it is counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatePolicy {
+    /// Late events go to the dead-letter output with their reason.
+    #[default]
+    DeadLetter,
+    /// Late events are counted and discarded.
+    Drop,
+}
+
+/// `[[source]]`: a stream of JSON events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// Name that feature views and `--input NAME=FILE` refer to.
+    pub name: String,
+    /// Kafka topic read by `freshet run` (default: the source name); described in `topics/`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Field holding the entity key (a string or an integer).
+    pub entity: String,
+    /// Field holding the event time: epoch milliseconds (integer) or an RFC 3339 string.
+    pub event_time: String,
+    /// How far behind its partition's clock an event may arrive and still count.
+    #[serde(default = "default_allowed_lateness")]
+    pub allowed_lateness: HumanDuration,
+    /// What to do with late events: `dead_letter` (default) or `drop`.
+    #[serde(default)]
+    pub late_policy: LatePolicy,
+    /// Wall time after which a silent partition stops holding the head back (default 5s).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+}
+
+const fn default_allowed_lateness() -> HumanDuration {
+    DEFAULT_ALLOWED_LATENESS
+}
+
+const fn default_idle_timeout() -> HumanDuration {
+    DEFAULT_IDLE_TIMEOUT
+}
+
+/// `[[feature_view]]`: features computed per entity of one source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureViewSpec {
+    /// View name, used in the store, the HTTP API and model feature references (`view.feature`).
+    pub name: String,
+    /// The `[[source]]` whose events feed this view.
+    pub source: String,
+    /// An entity whose latest event is this much event time older than the head leaves the store.
+    #[serde(default)]
+    pub ttl: Option<HumanDuration>,
+    /// The features of the view.
+    pub features: Vec<Spanned<FeatureSpec>>,
+}
+
+/// An aggregate function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggKind {
+    /// Number of events.
+    Count,
+    /// Sum of a numeric field.
+    Sum,
+    /// Arithmetic mean of a numeric field.
+    Mean,
+    /// Smallest value of a numeric field.
+    Min,
+    /// Largest value of a numeric field.
+    Max,
+    /// Population standard deviation of a numeric field.
+    Stddev,
+    /// Exact number of distinct values of a field.
+    CountDistinct,
+    /// HyperLogLog estimate of the number of distinct values of a field.
+    ApproxCountDistinct,
+    /// Quantile `q` of a numeric field, from a relative-error sketch.
+    Quantile,
+    /// Value of the latest event by event time (no window).
+    Last,
+}
+
+impl AggKind {
+    /// The name used in pipeline files.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Count => "count",
+            Self::Sum => "sum",
+            Self::Mean => "mean",
+            Self::Min => "min",
+            Self::Max => "max",
+            Self::Stddev => "stddev",
+            Self::CountDistinct => "count_distinct",
+            Self::ApproxCountDistinct => "approx_count_distinct",
+            Self::Quantile => "quantile",
+            Self::Last => "last",
+        }
+    }
+
+    /// Whether the aggregate reads its field as a number (a non-numeric value rejects the event).
+    pub const fn is_numeric(self) -> bool {
+        matches!(
+            self,
+            Self::Sum | Self::Mean | Self::Min | Self::Max | Self::Stddev | Self::Quantile
+        )
+    }
+}
+
+/// One feature of a view.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSpec {
+    /// Feature name, unique within its view.
+    pub name: String,
+    /// Aggregate function.
+    pub agg: AggKind,
+    /// Event field the aggregate reads; every aggregate but `count` needs one.
+    #[serde(default)]
+    pub field: Option<String>,
+    /// Window length. Without `slide`: a continuous window `(head - window, head]`.
+    #[serde(default)]
+    pub window: Option<HumanDuration>,
+    /// Hop between window starts: hopping windows `[k*slide, k*slide + window)`; tumbling when
+    /// equal to `window`. `window` must be a whole multiple of `slide`.
+    #[serde(default)]
+    pub slide: Option<HumanDuration>,
+    /// Quantile in (0, 1), for `quantile` only.
+    #[serde(default)]
+    pub q: Option<f64>,
+}
+
+/// A pipeline-file error: where it is and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SpecError {
+    /// The file the error is in.
+    pub file: PathBuf,
+    /// 1-based line, 0 when the error concerns the whole file.
+    pub line: usize,
+    /// 1-based column, 0 when unknown.
+    pub column: usize,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Errors reading a pipeline file from disk.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read pipeline file {}: {source}", path.display())]
+    Io {
+        /// The path that was tried.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid pipeline.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+struct Errors<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Errors<'_> {
+    fn at(&self, offset: usize, message: impl Into<String>) -> SpecError {
+        let (line, column) = line_col(self.text, offset);
+        SpecError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+impl PipelineSpec {
+    /// Reads and validates a pipeline file.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self::from_toml(&text, path)?)
+    }
+
+    /// Parses and validates pipeline text; `file` is only used in error messages.
+    pub fn from_toml(text: &str, file: &Path) -> Result<Self, SpecError> {
+        let errors = Errors { file, text };
+        let spec: Self = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            let mut err = errors.at(offset, e.message().trim().to_owned());
+            if e.span().is_none() {
+                err.line = 0;
+            }
+            err
+        })?;
+        spec.validate(&errors)?;
+        Ok(spec)
+    }
+
+    /// Looks up a source by name.
+    pub fn source(&self, name: &str) -> Option<&SourceSpec> {
+        self.sources
+            .iter()
+            .map(Spanned::get_ref)
+            .find(|s| s.name == name)
+    }
+
+    fn validate(&self, errors: &Errors<'_>) -> Result<(), SpecError> {
+        if self.store.backend == StoreBackend::Redis && self.store.url.is_none() {
+            return Err(errors.at(
+                0,
+                "[store] backend = \"redis\" needs url = \"redis://host:port/db\"",
+            ));
+        }
+        let mut source_names = HashSet::new();
+        for source in &self.sources {
+            let at = source.span().start;
+            let s = source.get_ref();
+            check_name(errors, at, "source", &s.name)?;
+            if !source_names.insert(s.name.as_str()) {
+                return Err(errors.at(at, format!("duplicate source name `{}`", s.name)));
+            }
+            if s.entity == s.event_time {
+                return Err(errors.at(
+                    at,
+                    format!(
+                        "source `{}`: entity and event_time name the same field `{}`",
+                        s.name, s.entity
+                    ),
+                ));
+            }
+        }
+        let mut view_names = HashSet::new();
+        for view in &self.feature_views {
+            let at = view.span().start;
+            let v = view.get_ref();
+            check_name(errors, at, "feature_view", &v.name)?;
+            if !view_names.insert(v.name.as_str()) {
+                return Err(errors.at(at, format!("duplicate feature_view name `{}`", v.name)));
+            }
+            if !source_names.contains(v.source.as_str()) {
+                let known: Vec<&str> = source_names.iter().copied().collect();
+                return Err(errors.at(
+                    at,
+                    format!(
+                        "feature_view `{}` reads source `{}`, which is not declared; expected one of: {}",
+                        v.name,
+                        v.source,
+                        if known.is_empty() { "(no [[source]] declared)".to_owned() } else { known.join(", ") }
+                    ),
+                ));
+            }
+            if v.ttl.is_some_and(|t| t.as_ms() == 0) {
+                return Err(errors.at(
+                    at,
+                    format!("feature_view `{}`: ttl must be positive", v.name),
+                ));
+            }
+            if v.features.is_empty() {
+                return Err(errors.at(
+                    at,
+                    format!("feature_view `{}` declares no features", v.name),
+                ));
+            }
+            let mut feature_names = HashSet::new();
+            for feature in &v.features {
+                let fat = feature.span().start;
+                let f = feature.get_ref();
+                check_name(errors, fat, "feature", &f.name)?;
+                if !feature_names.insert(f.name.as_str()) {
+                    return Err(errors.at(
+                        fat,
+                        format!("duplicate feature `{}` in view `{}`", f.name, v.name),
+                    ));
+                }
+                validate_feature(f)
+                    .map_err(|m| errors.at(fat, format!("feature `{}`: {m}", f.name)))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_name(errors: &Errors<'_>, at: usize, what: &str, name: &str) -> Result<(), SpecError> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(errors.at(
+            at,
+            format!("{what} name `{name}`: expected letters, digits, `_` or `-`"),
+        ))
+    }
+}
+
+fn validate_feature(f: &FeatureSpec) -> Result<(), String> {
+    let agg = f.agg.name();
+    match (f.agg, &f.field) {
+        (AggKind::Count, Some(_)) => {
+            return Err("`count` counts events and takes no `field`".to_owned())
+        }
+        (AggKind::Count, None) => {}
+        (_, None) => return Err(format!("`{agg}` needs `field = \"...\"`")),
+        (_, Some(_)) => {}
+    }
+    match (f.agg, f.q) {
+        (AggKind::Quantile, Some(q)) if q > 0.0 && q < 1.0 => {}
+        (AggKind::Quantile, Some(q)) => return Err(format!("q = {q}: expected 0 < q < 1")),
+        (AggKind::Quantile, None) => return Err("`quantile` needs `q`, e.g. q = 0.95".to_owned()),
+        (_, Some(_)) => return Err(format!("`q` applies to `quantile` only, not `{agg}`")),
+        (_, None) => {}
+    }
+    if f.agg == AggKind::Last {
+        if f.window.is_some() || f.slide.is_some() {
+            return Err("`last` has no window: remove `window`/`slide`".to_owned());
+        }
+        return Ok(());
+    }
+    let window = f
+        .window
+        .ok_or_else(|| format!("`{agg}` needs `window = \"...\"` (e.g. \"5m\")"))?;
+    if window.as_ms() == 0 {
+        return Err("window must be positive".to_owned());
+    }
+    if let Some(slide) = f.slide {
+        if slide.as_ms() == 0 || slide > window {
+            return Err(format!(
+                "slide = \"{slide}\": expected a positive slide no longer than window = \"{window}\""
+            ));
+        }
+        if window.as_ms() % slide.as_ms() != 0 {
+            return Err(format!(
+                "window = \"{window}\" is not a whole multiple of slide = \"{slide}\""
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
