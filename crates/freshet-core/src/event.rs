@@ -11,7 +11,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 /// A scalar field value as read from an event.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Scalar {
     /// Absent or JSON `null`.
     Null,
@@ -66,7 +66,7 @@ pub struct EventSchema {
 }
 
 /// An event reduced to what the pipeline reads.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Decoded {
     /// Entity key (integers as their decimal string).
     pub entity: String,

@@ -1,1 +1,21 @@
-//! placeholder
+//! freshet-features: windowed features per entity, computed by a timely dataflow.
+//!
+//! [`plan::compile`] turns a pipeline spec into per-source plans; [`run`] runs them on a number
+//! of worker threads, writing feature vectors to an [`freshet_core::store::OnlineStore`], closed
+//! windows to a [`ChangelogSink`] and rejected or late records to a [`DeadLetterSink`].
+//!
+//! Guarantees: event time drives every window; late events never change a window; the store
+//! receives idempotent upserts only; results do not depend on the number of workers. The window
+//! semantics are stated in [`window`] and in the README.
+
+mod agg;
+mod dataflow;
+pub mod plan;
+pub mod sketch;
+pub mod source;
+pub mod window;
+
+pub use dataflow::{
+    run, ChangelogSink, DeadLetterSink, Outputs, Partitions, ReaderFactory, RunError, RunStats,
+    DEFAULT_FLUSH_INTERVAL, READ_BATCH_RECORDS,
+};

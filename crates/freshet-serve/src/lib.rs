@@ -1,1 +1,68 @@
-//! placeholder
+//! freshet-serve: freshet's HTTP API over the online store, and the client `freshet query` uses.
+//!
+//! Routes (built by [`app`], served by [`serve`]):
+//!
+//! - `GET /v1/features/{view}/{entity}`: one entity's features;
+//! - `POST /v1/features` with `{"view": .., "entities": [..]}`: many entities in one store call,
+//!   answered in request order, at most [`MAX_ENTITIES_PER_REQUEST`] per request;
+//! - `GET /healthz`: `{"status":"ok"}` (200) or `{"status":"degraded"}` (503), see
+//!   [`AppState::set_health`];
+//! - `GET /metrics`: Prometheus text exposition of the pipeline counters, store sizes and request
+//!   latencies.
+//!
+//! Guarantees: a response carries whole feature vectors as the store held them, never a
+//! half-written one, each with the event time (`as_of`, epoch ms) it is valid as of. Every error
+//! is a JSON `{"error": ".."}` with a status chosen in one place; store internals are logged,
+//! never sent to the caller.
+//!
+//! The store is called on the request task: [`OnlineStore`](freshet_core::store::OnlineStore) is
+//! synchronous and the embedded
+//! store answers in microseconds.
+
+pub mod client;
+mod error;
+mod features;
+mod state;
+mod telemetry;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use features::MAX_ENTITIES_PER_REQUEST;
+pub use state::{AppState, HealthStatus};
+pub use telemetry::LATENCY_BUCKETS_SECONDS;
+
+/// The HTTP API as a router, ready for [`serve`] or for `tower::ServiceExt::oneshot` in tests.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/features/{view}/{entity}", get(features::get_one))
+        .route("/v1/features", post(features::get_many))
+        .route("/healthz", get(state::healthz))
+        .route("/metrics", get(telemetry::metrics))
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            telemetry::record_latency,
+        ))
+        .with_state(state)
+}
+
+/// Serves [`app`] on `listener` until `shutdown` completes, then lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving http api");
+    }
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

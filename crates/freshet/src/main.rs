@@ -1,1 +1,96 @@
-fn main() {}
+//! The `freshet` binary: validate pipelines, replay files through the dataflow, run the demo,
+//! and query a running instance.
+
+mod demo;
+mod output;
+mod replay;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// freshet: windowed features, an online store and serving in one binary.
+#[derive(Parser)]
+#[command(name = "freshet", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a pipeline file without running it.
+    Check {
+        /// The pipeline file.
+        #[arg(long)]
+        pipeline: PathBuf,
+    },
+    /// Read JSON-lines files through the pipeline at full speed and write the results.
+    Replay(replay::ReplayArgs),
+    /// Run the pipeline on generated transaction traffic with the embedded store and serve HTTP.
+    Demo(demo::DemoArgs),
+    /// Ask a running freshet for the features of some entities.
+    Query {
+        /// Feature view.
+        #[arg(long)]
+        view: String,
+        /// Entity keys.
+        #[arg(required = true)]
+        entities: Vec<String>,
+        /// Address of the running instance.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { pipeline } => check(&pipeline),
+        Command::Replay(args) => replay::run(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::Query {
+            view,
+            entities,
+            addr,
+        } => query(&addr, &view, &entities),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let spec = freshet_core::spec::PipelineSpec::load(path)?;
+    let features: usize = spec
+        .feature_views
+        .iter()
+        .map(|v| v.get_ref().features.len())
+        .sum();
+    println!(
+        "{}: ok ({} sources, {} feature views, {} features)",
+        path.display(),
+        spec.sources.len(),
+        spec.feature_views.len(),
+        features
+    );
+    Ok(())
+}
+
+fn query(addr: &str, view: &str, entities: &[String]) -> anyhow::Result<()> {
+    let body = freshet_serve::client::get_features(addr, view, entities)?;
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(())
+}

@@ -1,0 +1,370 @@
+//! The timely dataflow: sources read their partitions, records are exchanged by entity to the
+//! worker that owns the key, and a keyed-state window operator per feature view keeps the
+//! windows, driven by the frontier.
+//!
+//! Progress: a source holds its capability at `watermark + 1` (time 0 means "no head yet"), so
+//! the frontier at the window operators is the global watermark (the minimum over every
+//! worker's partitions). At end of input each source reports its largest event time to every
+//! worker and releases its capability; the window operators then close with `h = w = t_end`,
+//! the largest event time of the whole input. Results do not depend on the number of workers:
+//! each key lives on one worker and sees its events in partition order.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use freshet_core::event::Decoded;
+use freshet_core::metrics::PipelineMetrics;
+use freshet_core::store::{OnlineStore, StoreError, StoreWrite};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Exchange;
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::plan::{SourcePlan, ViewPlan};
+use crate::source::{head, keep_late, poll_partition, Classified, DeadLetter, Partition, PartitionReader, ReadState};
+use crate::window::{ClosedWindow, ViewState};
+
+/// Records read per partition per source activation.
+pub const READ_BATCH_RECORDS: usize = 4096;
+/// How often, at most, changed feature vectors are written to the store (wall time).
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Attempts at a store write that fails with a retryable error before giving up.
+const STORE_WRITE_ATTEMPTS: u32 = 20;
+
+/// Receives closed hopping/tumbling windows (the feature changelog).
+pub trait ChangelogSink: Send + Sync {
+    /// Called with the windows closed by one watermark advance of one worker.
+    fn write(&self, windows: &[ClosedWindow]);
+}
+
+/// Receives records that were rejected or arrived late.
+pub trait DeadLetterSink: Send + Sync {
+    /// Called once per dead letter.
+    fn write(&self, letter: DeadLetter);
+}
+
+/// The partitions a worker reads: (partition id, reader).
+pub type Partitions = Vec<(u32, Box<dyn PartitionReader>)>;
+
+/// Builds the readers of one source for worker `index` of `peers`.
+pub type ReaderFactory =
+    Arc<dyn Fn(usize, usize) -> std::io::Result<Partitions> + Send + Sync>;
+
+/// Everything the dataflow writes to.
+#[derive(Clone)]
+pub struct Outputs {
+    /// The online store.
+    pub store: Arc<dyn OnlineStore>,
+    /// Closed windows.
+    pub changelog: Arc<dyn ChangelogSink>,
+    /// Rejected and late records.
+    pub dead_letters: Arc<dyn DeadLetterSink>,
+    /// Counters.
+    pub metrics: Arc<PipelineMetrics>,
+    /// How often changed vectors are flushed to the store.
+    pub flush_interval: Duration,
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A partition could not be opened or read.
+    #[error("input: {0}")]
+    Input(std::io::Error),
+    /// The store refused writes.
+    #[error("store: {0}")]
+    Store(StoreError),
+    /// The dataflow could not start or a worker failed.
+    #[error("dataflow: {0}")]
+    Dataflow(String),
+}
+
+/// Summary of a finished run.
+#[derive(Debug, Clone, Default)]
+pub struct RunStats {
+    /// Keys held per view at the end (over all workers).
+    pub entities: HashMap<String, usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Record {
+    Event(Decoded),
+    End { to: u64, clock_ms: Option<u64> },
+}
+
+fn key_hash(entity: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(entity.as_bytes())
+}
+
+fn write_with_retry(
+    store: &dyn OnlineStore,
+    view: &str,
+    writes: Vec<StoreWrite>,
+) -> Result<(), StoreError> {
+    let mut backoff = Duration::from_millis(10);
+    let mut attempt = 1;
+    loop {
+        match store.write_batch(view, writes.clone()) {
+            Err(e) if e.is_retryable() && attempt < STORE_WRITE_ATTEMPTS => {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Runs the sources and views of `plans` on `workers` threads until every input ends.
+pub fn run(
+    plans: Vec<SourcePlan>,
+    inputs: HashMap<String, ReaderFactory>,
+    workers: usize,
+    outputs: Outputs,
+) -> Result<RunStats, RunError> {
+    for plan in &plans {
+        for view in &plan.views {
+            outputs
+                .store
+                .register_view(view.schema.clone())
+                .map_err(RunError::Store)?;
+        }
+    }
+    let plans: Vec<Arc<SourcePlan>> = plans.into_iter().map(Arc::new).collect();
+    let failure: Arc<Mutex<Option<RunError>>> = Arc::new(Mutex::new(None));
+    let entities: Arc<Mutex<HashMap<String, usize>>> = Arc::new(Mutex::new(HashMap::new()));
+    let config = timely::Config::process(workers.max(1));
+    let shared = (plans, inputs, outputs, failure.clone(), entities.clone());
+    let guards = timely::execute(config, move |worker| {
+        let (plans, inputs, outputs, failure, entities) = &shared;
+        let index = worker.index();
+        let peers = worker.peers();
+        for plan in plans {
+            let parts: Vec<Partition> = match inputs.get(&plan.name).map(|f| f(index, peers)) {
+                None => Vec::new(),
+                Some(Ok(parts)) => parts
+                    .into_iter()
+                    .map(|(id, reader)| Partition::new(id, reader))
+                    .collect(),
+                Some(Err(e)) => {
+                    fail(failure, RunError::Input(e));
+                    Vec::new()
+                }
+            };
+            worker.dataflow::<u64, _, _>(|scope| {
+                let records = source_operator(scope, plan.clone(), parts, outputs, failure);
+                let exchanged = records.exchange(|r: &Record| match r {
+                    Record::Event(e) => key_hash(&e.entity),
+                    Record::End { to, .. } => *to,
+                });
+                for view in &plan.views {
+                    window_operator(
+                        &exchanged,
+                        plan.clone(),
+                        Arc::new(view.clone()),
+                        outputs,
+                        failure,
+                        entities,
+                    );
+                }
+            });
+        }
+    })
+    .map_err(|e| RunError::Dataflow(e.to_string()))?;
+    for result in guards.join() {
+        result.map_err(RunError::Dataflow)?;
+    }
+    if let Some(e) = failure.lock().map_or(None, |mut f| f.take()) {
+        return Err(e);
+    }
+    let entities = entities.lock().map(|e| e.clone()).unwrap_or_default();
+    Ok(RunStats { entities })
+}
+
+fn fail(slot: &Mutex<Option<RunError>>, error: RunError) {
+    if let Ok(mut slot) = slot.lock() {
+        slot.get_or_insert(error);
+    }
+}
+
+type Scope<'a> = timely::dataflow::Scope<'a, u64>;
+type RecordStream<'a> = timely::dataflow::Stream<'a, u64, Vec<Record>>;
+
+fn source_operator<'a>(
+    scope: Scope<'a>,
+    plan: Arc<SourcePlan>,
+    mut parts: Vec<Partition>,
+    outputs: &Outputs,
+    failure: &Arc<Mutex<Option<RunError>>>,
+) -> RecordStream<'a> {
+    let outputs = outputs.clone();
+    let failure = failure.clone();
+    let peers = scope.peers() as u64;
+    source(scope, &format!("Source({})", plan.name), move |capability, info| {
+        let activator = scope.activator_for(info.address);
+        let mut cap = Some(capability);
+        let keep_late = keep_late(&plan);
+        move |output| {
+            let Some(c) = cap.as_mut() else { return };
+            let metrics = &outputs.metrics;
+            let (mut accepted, mut late, mut rejected) = (0u64, 0u64, 0u64);
+            let mut idle = true;
+            {
+                let mut session = output.session(&*c);
+                for part in parts.iter_mut().filter(|p| !p.done) {
+                    let result = poll_partition(&plan, part, READ_BATCH_RECORDS, &mut |r| match r {
+                        Classified::Accepted(event) => {
+                            accepted += 1;
+                            session.give(Record::Event(event));
+                        }
+                        Classified::Late(letter) => {
+                            late += 1;
+                            if keep_late {
+                                outputs.dead_letters.write(letter);
+                            }
+                        }
+                        Classified::Rejected(letter) => {
+                            rejected += 1;
+                            outputs.dead_letters.write(letter);
+                        }
+                    });
+                    match result {
+                        Ok(ReadState::More) => idle = false,
+                        Ok(ReadState::Idle) => {}
+                        Ok(ReadState::End) => idle = false,
+                        Err(e) => {
+                            part.done = true;
+                            fail(&failure, RunError::Input(e));
+                        }
+                    }
+                }
+            }
+            PipelineMetrics::add(&metrics.events_total, accepted);
+            PipelineMetrics::add(&metrics.late_total, late);
+            PipelineMetrics::add(&metrics.rejected_total, rejected);
+            if parts.iter().all(|p| p.done) {
+                let clock_ms = parts.iter().filter_map(|p| p.clock()).max();
+                let mut session = output.session(&*c);
+                for to in 0..peers {
+                    session.give(Record::End { to, clock_ms });
+                }
+                drop(session);
+                cap = None;
+                return;
+            }
+            if let Some(h) = head(&plan, &parts) {
+                let time = h.saturating_sub(plan.lateness_ms) + 1;
+                if time > *c.time() {
+                    c.downgrade(&time);
+                }
+            }
+            if idle {
+                activator.activate_after(Duration::from_millis(5));
+            } else {
+                activator.activate();
+            }
+        }
+    })
+}
+
+fn window_operator(
+    records: &RecordStream<'_>,
+    plan: Arc<SourcePlan>,
+    view: Arc<ViewPlan>,
+    outputs: &Outputs,
+    failure: &Arc<Mutex<Option<RunError>>>,
+    entities: &Arc<Mutex<HashMap<String, usize>>>,
+) {
+    let outputs = outputs.clone();
+    let failure = failure.clone();
+    let entities = entities.clone();
+    let scope = records.scope();
+    let last_fields: Vec<usize> = view.last.iter().map(|(_, slot)| *slot).collect();
+    let name = view.schema.name.clone();
+    let lateness = plan.lateness_ms;
+    records
+        .clone()
+        .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Pipeline,
+            &format!("Window({name})"),
+            move |_capability, info| {
+                let activator = scope.activator_for(info.address);
+                let mut state = ViewState::new(view);
+                let mut t_end: Option<u64> = None;
+                let mut watermark: Option<u64> = None;
+                let mut finished = false;
+                let mut last_flush = Instant::now();
+                let mut closed: Vec<ClosedWindow> = Vec::new();
+                let mut writes: Vec<StoreWrite> = Vec::new();
+                move |(input, frontier), _output| {
+                    input.for_each(|_cap, data| {
+                        for record in data.drain(..) {
+                            match record {
+                                Record::Event(event) => {
+                                    t_end = Some(t_end.map_or(event.ts_ms, |t| t.max(event.ts_ms)));
+                                    state.ingest(&event, &last_fields);
+                                }
+                                Record::End { clock_ms, .. } => {
+                                    if let Some(c) = clock_ms {
+                                        t_end = Some(t_end.map_or(c, |t| t.max(c)));
+                                    }
+                                }
+                            }
+                        }
+                    });
+                    if finished {
+                        return;
+                    }
+                    let frontier = frontier.frontier();
+                    let flush_all = match frontier.first() {
+                        None => {
+                            finished = true;
+                            if let Some(t) = t_end {
+                                state.advance(t, t, &mut closed, &mut writes);
+                                state.sweep_now(t, &mut writes);
+                            }
+                            true
+                        }
+                        Some(&time) if time > 0 && watermark.is_none_or(|w| time - 1 > w) => {
+                            let w = time - 1;
+                            watermark = Some(w);
+                            state.advance(w.saturating_add(lateness), w, &mut closed, &mut writes);
+                            false
+                        }
+                        Some(_) => false,
+                    };
+                    let due = last_flush.elapsed() >= outputs.flush_interval;
+                    if flush_all || due {
+                        state.flush(flush_all, &mut writes);
+                        last_flush = Instant::now();
+                    } else if state.has_dirty() {
+                        activator.activate_after(outputs.flush_interval);
+                    }
+                    if !closed.is_empty() {
+                        PipelineMetrics::add(&outputs.metrics.closed_windows_total, closed.len() as u64);
+                        outputs.changelog.write(&closed);
+                        closed.clear();
+                    }
+                    if !writes.is_empty() {
+                        if let Err(e) = write_with_retry(&*outputs.store, &name, std::mem::take(&mut writes)) {
+                            fail(&failure, RunError::Store(e));
+                        }
+                    }
+                    if let Some(h) = state.head() {
+                        outputs.metrics.head_ms.store(i64::try_from(h).unwrap_or(i64::MAX), Ordering::Relaxed);
+                        if let Some(w) = watermark {
+                            outputs.metrics.watermark_ms.store(i64::try_from(w).unwrap_or(i64::MAX), Ordering::Relaxed);
+                        }
+                    }
+                    if finished {
+                        if let Ok(mut e) = entities.lock() {
+                            *e.entry(name.clone()).or_insert(0) += state.key_count();
+                        }
+                    }
+                }
+            },
+        );
+}

@@ -1,0 +1,231 @@
+//! Compilation of a pipeline spec into per-source plans: which fields to decode, and for each
+//! feature view the window groups, accumulators and output order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use freshet_core::event::{EventSchema, FieldKind};
+use freshet_core::spec::{AggKind, LatePolicy, PipelineSpec};
+use freshet_core::store::ViewSchema;
+
+/// Accumulator kinds; one accumulator serves every feature of a group that reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccKind {
+    /// Sum and sum of squares (sum, mean, stddev).
+    Moments,
+    /// Sorted multiset of values (exact min and max under removal).
+    MinMax,
+    /// Relative-error quantile sketch.
+    Quantile,
+    /// Counts per value hash (exact and approximate distinct counts).
+    Distinct,
+}
+
+/// How a feature's value is read from its group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Output {
+    /// Number of events in the window.
+    Count,
+    /// Sum, from a [`AccKind::Moments`] accumulator.
+    Sum(usize),
+    /// Mean, from a [`AccKind::Moments`] accumulator.
+    Mean(usize),
+    /// Population standard deviation, from a [`AccKind::Moments`] accumulator.
+    Stddev(usize),
+    /// Minimum, from a [`AccKind::MinMax`] accumulator.
+    Min(usize),
+    /// Maximum, from a [`AccKind::MinMax`] accumulator.
+    Max(usize),
+    /// Quantile `q`, from a [`AccKind::Quantile`] accumulator.
+    Quantile(usize, f64),
+    /// Exact distinct count, from a [`AccKind::Distinct`] accumulator.
+    CountDistinct(usize),
+    /// HyperLogLog estimate, from a [`AccKind::Distinct`] accumulator.
+    ApproxCountDistinct(usize),
+}
+
+impl Output {
+    /// Whether an empty window reads as 0 (counts) rather than null.
+    pub fn zero_when_empty(self) -> bool {
+        matches!(
+            self,
+            Self::Count | Self::CountDistinct(_) | Self::ApproxCountDistinct(_)
+        )
+    }
+}
+
+/// Features of a view that share one window shape.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// Window length, ms.
+    pub length_ms: u64,
+    /// Slide, ms, for hopping windows; `None` for a continuous window.
+    pub slide_ms: Option<u64>,
+    /// Source field slots stored per event for this group.
+    pub fields: Vec<usize>,
+    /// Accumulators: kind and index into [`Group::fields`].
+    pub accs: Vec<(AccKind, usize)>,
+    /// (position in the view's output, how to read it).
+    pub outputs: Vec<(usize, Output)>,
+}
+
+/// A compiled feature view.
+#[derive(Debug, Clone)]
+pub struct ViewPlan {
+    /// Store schema of the view.
+    pub schema: ViewSchema,
+    /// Feature names as shared strings, in output order (for changelog records).
+    pub feature_names: Vec<Arc<str>>,
+    /// Continuous-window groups.
+    pub continuous: Vec<Group>,
+    /// Hopping/tumbling-window groups.
+    pub hopping: Vec<Group>,
+    /// `last` features: (position in the output, source field slot).
+    pub last: Vec<(usize, usize)>,
+}
+
+/// A compiled source: how its events are decoded and which views read it.
+#[derive(Debug, Clone)]
+pub struct SourcePlan {
+    /// Source name.
+    pub name: String,
+    /// Fields decoded from each event.
+    pub schema: EventSchema,
+    /// Allowed lateness, ms.
+    pub lateness_ms: u64,
+    /// What to do with late events.
+    pub late_policy: LatePolicy,
+    /// Wall time after which a silent partition stops holding the head back.
+    pub idle_timeout: std::time::Duration,
+    /// Views fed by this source.
+    pub views: Vec<ViewPlan>,
+}
+
+/// Compiles a validated spec into one plan per source.
+pub fn compile(spec: &PipelineSpec) -> Vec<SourcePlan> {
+    spec.sources
+        .iter()
+        .map(|s| {
+            let s = s.get_ref();
+            let mut fields: Vec<(String, FieldKind)> = Vec::new();
+            let mut slot_of = |name: &str, kind: FieldKind| -> usize {
+                if let Some(i) = fields.iter().position(|(n, _)| n == name) {
+                    if kind == FieldKind::Number {
+                        fields[i].1 = FieldKind::Number;
+                    }
+                    i
+                } else {
+                    fields.push((name.to_owned(), kind));
+                    fields.len() - 1
+                }
+            };
+            let views = spec
+                .feature_views
+                .iter()
+                .map(|v| v.get_ref())
+                .filter(|v| v.source == s.name)
+                .map(|v| compile_view(v, &mut slot_of))
+                .collect();
+            SourcePlan {
+                name: s.name.clone(),
+                schema: EventSchema {
+                    entity: s.entity.clone(),
+                    event_time: s.event_time.clone(),
+                    fields,
+                },
+                lateness_ms: s.allowed_lateness.as_ms(),
+                late_policy: s.late_policy,
+                idle_timeout: s.idle_timeout.as_duration(),
+                views,
+            }
+        })
+        .collect()
+}
+
+fn compile_view(
+    v: &freshet_core::spec::FeatureViewSpec,
+    slot_of: &mut dyn FnMut(&str, FieldKind) -> usize,
+) -> ViewPlan {
+    let mut continuous: Vec<Group> = Vec::new();
+    let mut hopping: Vec<Group> = Vec::new();
+    let mut last = Vec::new();
+    let mut by_shape: HashMap<(u64, Option<u64>), (bool, usize)> = HashMap::new();
+    for (position, f) in v.features.iter().map(|f| f.get_ref()).enumerate() {
+        let kind = if f.agg.is_numeric() {
+            FieldKind::Number
+        } else {
+            FieldKind::Scalar
+        };
+        let slot = f.field.as_deref().map(|name| slot_of(name, kind));
+        if f.agg == AggKind::Last {
+            if let Some(slot) = slot {
+                last.push((position, slot));
+            }
+            continue;
+        }
+        let length_ms = f.window.map_or(0, |w| w.as_ms());
+        let slide_ms = f.slide.map(|s| s.as_ms());
+        let (hop, gi) = *by_shape.entry((length_ms, slide_ms)).or_insert_with(|| {
+            let list = if slide_ms.is_some() {
+                &mut hopping
+            } else {
+                &mut continuous
+            };
+            list.push(Group {
+                length_ms,
+                slide_ms,
+                fields: Vec::new(),
+                accs: Vec::new(),
+                outputs: Vec::new(),
+            });
+            (slide_ms.is_some(), list.len() - 1)
+        });
+        let group = if hop {
+            &mut hopping[gi]
+        } else {
+            &mut continuous[gi]
+        };
+        let mut acc = |acc_kind: AccKind| -> usize {
+            let Some(slot) = slot else { return 0 };
+            let field = match group.fields.iter().position(|s| *s == slot) {
+                Some(i) => i,
+                None => {
+                    group.fields.push(slot);
+                    group.fields.len() - 1
+                }
+            };
+            match group.accs.iter().position(|a| *a == (acc_kind, field)) {
+                Some(i) => i,
+                None => {
+                    group.accs.push((acc_kind, field));
+                    group.accs.len() - 1
+                }
+            }
+        };
+        let output = match f.agg {
+            AggKind::Count => Output::Count,
+            AggKind::Sum => Output::Sum(acc(AccKind::Moments)),
+            AggKind::Mean => Output::Mean(acc(AccKind::Moments)),
+            AggKind::Stddev => Output::Stddev(acc(AccKind::Moments)),
+            AggKind::Min => Output::Min(acc(AccKind::MinMax)),
+            AggKind::Max => Output::Max(acc(AccKind::MinMax)),
+            AggKind::Quantile => Output::Quantile(acc(AccKind::Quantile), f.q.unwrap_or(0.5)),
+            AggKind::CountDistinct => Output::CountDistinct(acc(AccKind::Distinct)),
+            AggKind::ApproxCountDistinct => Output::ApproxCountDistinct(acc(AccKind::Distinct)),
+            AggKind::Last => unreachable!("handled above"),
+        };
+        group.outputs.push((position, output));
+    }
+    let names: Vec<String> = v.features.iter().map(|f| f.get_ref().name.clone()).collect();
+    ViewPlan {
+        feature_names: names.iter().map(|n| Arc::from(n.as_str())).collect(),
+        schema: ViewSchema {
+            name: v.name.clone(),
+            features: names,
+            ttl_ms: v.ttl.map(|t| t.as_ms()),
+        },
+        continuous,
+        hopping,
+        last,
+    }
+}

@@ -1,0 +1,203 @@
+//! Sources: partition readers, event-time clocks and lateness.
+//!
+//! Each partition (a file, a Kafka partition, a generator) is read in order. Its clock is the
+//! max event time of the events accepted from it. An event whose time is below its partition's
+//! clock minus the allowed lateness is *late*: it is counted, follows the late policy and never
+//! reaches a window. The worker's head is the minimum clock over its partitions that are not
+//! idle (silent for longer than the idle timeout); the watermark is head − allowed lateness.
+//! Records that fail to decode are counted and sent to the dead-letter sink with their reason.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use freshet_core::event::{Decoded, Rejection};
+use freshet_core::spec::LatePolicy;
+
+use crate::plan::SourcePlan;
+
+/// What a partition reader has left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadState {
+    /// More records may be read right away.
+    More,
+    /// Nothing to read now; try again later.
+    Idle,
+    /// The partition is exhausted (end of a file, end of a bounded generator).
+    End,
+}
+
+/// Reads raw records of one partition, in order.
+pub trait PartitionReader: Send {
+    /// Hands up to `max_records` records to `record` as (offset, bytes).
+    fn read(
+        &mut self,
+        max_records: usize,
+        record: &mut dyn FnMut(u64, &[u8]),
+    ) -> io::Result<ReadState>;
+}
+
+/// A JSON-lines file; offsets are 1-based line numbers.
+pub struct FileReader {
+    path: PathBuf,
+    reader: BufReader<File>,
+    line: u64,
+    buf: Vec<u8>,
+}
+
+impl FileReader {
+    /// Opens a JSON-lines file.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = File::open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        Ok(Self {
+            path: path.to_owned(),
+            reader: BufReader::with_capacity(1 << 20, file),
+            line: 0,
+            buf: Vec::with_capacity(512),
+        })
+    }
+}
+
+impl PartitionReader for FileReader {
+    fn read(
+        &mut self,
+        max_records: usize,
+        record: &mut dyn FnMut(u64, &[u8]),
+    ) -> io::Result<ReadState> {
+        for _ in 0..max_records {
+            self.buf.clear();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
+            if n == 0 {
+                return Ok(ReadState::End);
+            }
+            self.line += 1;
+            let line = self.buf.trim_ascii();
+            if !line.is_empty() {
+                record(self.line, line);
+            }
+        }
+        Ok(ReadState::More)
+    }
+}
+
+/// A record that failed to decode or arrived late, with its reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// Source name.
+    pub source: String,
+    /// Partition within the source.
+    pub partition: u32,
+    /// Offset within the partition (line number for files).
+    pub offset: u64,
+    /// Why it was not processed.
+    pub reason: Rejection,
+    /// The original bytes.
+    pub record: Vec<u8>,
+}
+
+/// Per-partition clock and reader.
+pub(crate) struct Partition {
+    pub(crate) id: u32,
+    reader: Box<dyn PartitionReader>,
+    clock: Option<u64>,
+    last_event: Instant,
+    pub(crate) done: bool,
+}
+
+impl Partition {
+    pub(crate) fn new(id: u32, reader: Box<dyn PartitionReader>) -> Self {
+        Self {
+            id,
+            reader,
+            clock: None,
+            last_event: Instant::now(),
+            done: false,
+        }
+    }
+}
+
+/// Outcome of classifying one record.
+pub(crate) enum Classified {
+    Accepted(Decoded),
+    Late(DeadLetter),
+    Rejected(DeadLetter),
+}
+
+/// Reads up to `max_records` from a partition, decoding and classifying each.
+pub(crate) fn poll_partition(
+    plan: &SourcePlan,
+    part: &mut Partition,
+    max_records: usize,
+    out: &mut dyn FnMut(Classified),
+) -> io::Result<ReadState> {
+    let lateness = plan.lateness_ms;
+    let clock = &mut part.clock;
+    let mut any = false;
+    let id = part.id;
+    let state = part.reader.read(max_records, &mut |offset, bytes| {
+        let letter = |reason| DeadLetter {
+            source: plan.name.clone(),
+            partition: id,
+            offset,
+            reason,
+            record: bytes.to_vec(),
+        };
+        match plan.schema.decode(bytes) {
+            Err(reason) => out(Classified::Rejected(letter(reason))),
+            Ok(event) => match *clock {
+                Some(c) if event.ts_ms.saturating_add(lateness) < c => {
+                    out(Classified::Late(letter(Rejection::Late {
+                        ts_ms: event.ts_ms,
+                        clock_ms: c,
+                        lateness_ms: lateness,
+                    })));
+                }
+                _ => {
+                    *clock = Some(clock.map_or(event.ts_ms, |c| c.max(event.ts_ms)));
+                    any = true;
+                    out(Classified::Accepted(event));
+                }
+            },
+        }
+    })?;
+    if any {
+        part.last_event = Instant::now();
+    }
+    if state == ReadState::End {
+        part.done = true;
+    }
+    Ok(state)
+}
+
+/// The head over a worker's partitions: the minimum clock of those not idle; `None` while a
+/// partition that is not idle has seen no event yet, or when every partition is idle.
+pub(crate) fn head(plan: &SourcePlan, parts: &[Partition]) -> Option<u64> {
+    let now = Instant::now();
+    let mut head: Option<u64> = None;
+    for p in parts {
+        let idle = now.duration_since(p.last_event) >= plan.idle_timeout;
+        if idle {
+            continue;
+        }
+        let c = p.clock?;
+        head = Some(head.map_or(c, |h| h.min(c)));
+    }
+    head
+}
+
+/// Whether the late policy keeps late events as dead letters.
+pub(crate) fn keep_late(plan: &SourcePlan) -> bool {
+    plan.late_policy == LatePolicy::DeadLetter
+}
+
+impl Partition {
+    /// The partition's clock: max event time accepted so far.
+    pub(crate) fn clock(&self) -> Option<u64> {
+        self.clock
+    }
+}

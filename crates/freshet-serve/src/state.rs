@@ -1,0 +1,113 @@
+//! The state every handler shares: the store, the pipeline counters, the health flag and the
+//! request-latency histograms.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use freshet_core::metrics::PipelineMetrics;
+use freshet_core::store::OnlineStore;
+
+use crate::telemetry::HttpMetrics;
+
+/// What `GET /healthz` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthStatus {
+    /// Serving normally: 200 `{"status":"ok"}`.
+    Ok,
+    /// Up but impaired (for example the pipeline stalled): 503 `{"status":"degraded"}`.
+    Degraded,
+}
+
+impl HealthStatus {
+    /// The name sent in the `status` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Degraded => "degraded",
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Self::Ok => 0,
+            Self::Degraded => 1,
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        if v == 0 {
+            Self::Ok
+        } else {
+            Self::Degraded
+        }
+    }
+}
+
+/// Shared state of the HTTP API. Cloning is cheap, and clones share everything: the binary keeps
+/// one to flip [`AppState::set_health`] while the server holds another.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) store: Arc<dyn OnlineStore>,
+    pub(crate) pipeline: Arc<PipelineMetrics>,
+    pub(crate) http: Arc<HttpMetrics>,
+    health: Arc<AtomicU8>,
+}
+
+impl AppState {
+    /// State over `store` and the pipeline's counters, healthy, with empty latency histograms.
+    pub fn new(store: Arc<dyn OnlineStore>, pipeline: Arc<PipelineMetrics>) -> Self {
+        Self {
+            store,
+            pipeline,
+            http: Arc::new(HttpMetrics::default()),
+            health: Arc::new(AtomicU8::new(HealthStatus::Ok.to_u8())),
+        }
+    }
+
+    /// The store the API reads.
+    pub fn store(&self) -> &Arc<dyn OnlineStore> {
+        &self.store
+    }
+
+    /// The pipeline counters `/metrics` exposes.
+    pub fn pipeline_metrics(&self) -> &Arc<PipelineMetrics> {
+        &self.pipeline
+    }
+
+    /// Sets what `/healthz` reports from now on.
+    pub fn set_health(&self, status: HealthStatus) {
+        self.health.store(status.to_u8(), Ordering::Relaxed);
+    }
+
+    /// What `/healthz` reports now.
+    pub fn health(&self) -> HealthStatus {
+        HealthStatus::from_u8(self.health.load(Ordering::Relaxed))
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("views", &self.store.views())
+            .field("health", &self.health())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `GET /healthz`.
+pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
+    let health = state.health();
+    let status = match health {
+        HealthStatus::Ok => StatusCode::OK,
+        HealthStatus::Degraded => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (
+        status,
+        Json(serde_json::json!({ "status": health.as_str() })),
+    )
+        .into_response()
+}

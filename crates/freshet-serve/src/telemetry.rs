@@ -1,0 +1,311 @@
+//! `GET /metrics` in the Prometheus text format, and the middleware that times every request.
+//!
+//! Label values are bounded: `route` is the matched route template (or `unmatched`), `status`
+//! the status class (`2xx`..`5xx`), `view` a registered view name.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use freshet_core::metrics::PipelineMetrics;
+
+use crate::state::AppState;
+
+/// Upper bounds (seconds) of the `freshet_http_request_duration_seconds` buckets; `+Inf` is
+/// implied.
+pub const LATENCY_BUCKETS_SECONDS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The `route` label of requests no route matched, so unknown paths cannot grow the label set.
+const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The Prometheus text exposition format, version 0.0.4.
+const EXPOSITION_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    /// Observations per bucket, not cumulative; the last slot is `+Inf`.
+    buckets: [u64; LATENCY_BUCKETS_SECONDS.len() + 1],
+    sum_seconds: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        let slot = LATENCY_BUCKETS_SECONDS
+            .iter()
+            .position(|&le| seconds <= le)
+            .unwrap_or(LATENCY_BUCKETS_SECONDS.len());
+        self.buckets[slot] += 1;
+        self.sum_seconds += seconds;
+        self.count += 1;
+    }
+}
+
+/// Request latency histograms by route template and status class.
+#[derive(Debug, Default)]
+pub(crate) struct HttpMetrics {
+    // A mutex held for one map update per request; at the request rates one process serves this
+    // costs less than per-series atomics would save.
+    histograms: Mutex<BTreeMap<(String, &'static str), Histogram>>,
+}
+
+impl HttpMetrics {
+    pub(crate) fn observe(&self, route: &str, status: StatusCode, elapsed: Duration) {
+        let class = status_class(status);
+        let mut histograms = self
+            .histograms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match histograms.get_mut(&(route.to_owned(), class)) {
+            Some(h) => h.observe(elapsed.as_secs_f64()),
+            None => {
+                let mut h = Histogram::default();
+                h.observe(elapsed.as_secs_f64());
+                histograms.insert((route.to_owned(), class), h);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> BTreeMap<(String, &'static str), Histogram> {
+        self.histograms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Middleware: records each request's latency under its route template and status class.
+pub(crate) async fn record_latency(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
+        .to_owned();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    state
+        .http
+        .observe(&route, response.status(), start.elapsed());
+    response
+}
+
+/// `GET /metrics`.
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let mut out = String::with_capacity(4096);
+    render_pipeline(&mut out, &state.pipeline, now_ms());
+    render_store(&mut out, &state);
+    render_http(&mut out, &state.http.snapshot());
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, EXPOSITION_CONTENT_TYPE)],
+        out,
+    )
+        .into_response()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+// `write!` into a String cannot fail, so its results are ignored below.
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
+    family(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {}", PipelineMetrics::get(value));
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: i64) {
+    family(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn load(gauge: &AtomicI64) -> i64 {
+    gauge.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn render_pipeline(out: &mut String, m: &PipelineMetrics, now_ms: i64) {
+    counter(
+        out,
+        "freshet_pipeline_events_total",
+        "Events accepted into the dataflow.",
+        &m.events_total,
+    );
+    counter(
+        out,
+        "freshet_pipeline_late_total",
+        "Events that arrived later than the allowed lateness.",
+        &m.late_total,
+    );
+    counter(
+        out,
+        "freshet_pipeline_rejected_total",
+        "Records rejected as malformed.",
+        &m.rejected_total,
+    );
+    counter(
+        out,
+        "freshet_pipeline_closed_windows_total",
+        "Closed windows written to the changelog.",
+        &m.closed_windows_total,
+    );
+    gauge(
+        out,
+        "freshet_pipeline_head_ms",
+        "Head event time (min over partitions of the max event time), epoch ms; -1 before any event.",
+        load(&m.head_ms),
+    );
+    let watermark = load(&m.watermark_ms);
+    gauge(
+        out,
+        "freshet_pipeline_watermark_ms",
+        "Watermark (head minus allowed lateness), epoch ms; -1 before any event.",
+        watermark,
+    );
+    if watermark >= 0 {
+        gauge(
+            out,
+            "freshet_pipeline_watermark_lag_ms",
+            "Wall clock minus watermark, ms.",
+            now_ms.saturating_sub(watermark),
+        );
+    }
+}
+
+fn render_store(out: &mut String, state: &AppState) {
+    family(
+        out,
+        "freshet_store_entities",
+        "gauge",
+        "Entities held in the online store, per feature view.",
+    );
+    for view in state.store.views() {
+        match state.store.len(&view) {
+            Ok(n) => {
+                let _ = writeln!(
+                    out,
+                    "freshet_store_entities{{view=\"{}\"}} {n}",
+                    escape_label(&view)
+                );
+            }
+            Err(e) => tracing::warn!(view = %view, error = %e, "cannot count store entities"),
+        }
+    }
+}
+
+fn render_http(out: &mut String, histograms: &BTreeMap<(String, &'static str), Histogram>) {
+    const NAME: &str = "freshet_http_request_duration_seconds";
+    family(
+        out,
+        NAME,
+        "histogram",
+        "HTTP request latency by route template and status class, seconds.",
+    );
+    for ((route, status), h) in histograms {
+        let labels = format!("route=\"{}\",status=\"{status}\"", escape_label(route));
+        let mut cumulative = 0;
+        for (le, n) in LATENCY_BUCKETS_SECONDS.iter().zip(&h.buckets) {
+            cumulative += n;
+            let _ = writeln!(out, "{NAME}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{NAME}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "{NAME}_sum{{{labels}}} {}", h.sum_seconds);
+        let _ = writeln!(out, "{NAME}_count{{{labels}}} {}", h.count);
+    }
+}
+
+/// Escapes a label value as the text format requires: backslash, double quote and newline.
+fn escape_label(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_in_the_exposition() {
+        let mut h = Histogram::default();
+        h.observe(0.0001);
+        h.observe(0.003);
+        h.observe(10.0);
+        let mut out = String::new();
+        render_http(&mut out, &BTreeMap::from([(("/x".to_owned(), "2xx"), h)]));
+        let line = |le: &str| {
+            format!("freshet_http_request_duration_seconds_bucket{{route=\"/x\",status=\"2xx\",le=\"{le}\"}}")
+        };
+        assert!(out.contains(&format!("{} 1\n", line("0.0005"))), "{out}");
+        assert!(out.contains(&format!("{} 2\n", line("0.005"))), "{out}");
+        assert!(out.contains(&format!("{} 2\n", line("2.5"))), "{out}");
+        assert!(out.contains(&format!("{} 3\n", line("+Inf"))), "{out}");
+        assert!(out.contains(
+            "freshet_http_request_duration_seconds_count{route=\"/x\",status=\"2xx\"} 3\n"
+        ));
+    }
+
+    #[test]
+    fn lag_is_omitted_before_the_first_watermark() {
+        let m = PipelineMetrics::new();
+        let mut out = String::new();
+        render_pipeline(&mut out, &m, 1_000);
+        assert!(out.contains("freshet_pipeline_watermark_ms -1\n"), "{out}");
+        assert!(!out.contains("freshet_pipeline_watermark_lag_ms"), "{out}");
+
+        m.watermark_ms
+            .store(400, std::sync::atomic::Ordering::Relaxed);
+        let mut out = String::new();
+        render_pipeline(&mut out, &m, 1_000);
+        assert!(
+            out.contains("freshet_pipeline_watermark_lag_ms 600\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(StatusCode::OK), "2xx");
+        assert_eq!(status_class(StatusCode::NOT_FOUND), "4xx");
+        assert_eq!(status_class(StatusCode::SERVICE_UNAVAILABLE), "5xx");
+    }
+}

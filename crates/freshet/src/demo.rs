@@ -1,0 +1,284 @@
+//! `freshet demo`: the pipeline of `deploy/pipelines/foundation.toml` on generated card
+//! transactions (zipf-distributed cards and merchants, 5 % out of order by up to 3 s so some are
+//! late, a few malformed records, and a shift of amounts and countries half-way), with the
+//! embedded store, the HTTP API on 127.0.0.1, live progress and a few feature vectors.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Args;
+use freshet_core::metrics::PipelineMetrics;
+use freshet_core::spec::PipelineSpec;
+use freshet_core::store::OnlineStore;
+use freshet_core::HumanDuration;
+use freshet_features::source::{PartitionReader, ReadState};
+use freshet_features::{ChangelogSink, DeadLetterSink, Outputs, ReaderFactory};
+
+use crate::output::{dead_letter_json, feature_json};
+
+/// The demo pipeline: the foundation acceptance example.
+const DEMO_PIPELINE: &str = include_str!("../../../deploy/pipelines/foundation.toml");
+const COUNTRIES: [&str; 10] = ["US", "GB", "DE", "FR", "IN", "BR", "NG", "JP", "CA", "MX"];
+const MIX_BEFORE: [f64; 10] = [0.40, 0.12, 0.10, 0.08, 0.08, 0.06, 0.04, 0.05, 0.04, 0.03];
+const MIX_AFTER: [f64; 10] = [0.25, 0.10, 0.08, 0.07, 0.15, 0.08, 0.12, 0.05, 0.05, 0.05];
+
+/// Arguments of `freshet demo`.
+#[derive(Args)]
+pub struct DemoArgs {
+    /// HTTP port on 127.0.0.1.
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Stop after this long (e.g. `30s`); without it, run until Ctrl-C.
+    #[arg(long, value_parser = HumanDuration::parse)]
+    duration: Option<HumanDuration>,
+    /// Generated events per second.
+    #[arg(long, default_value_t = 2_000)]
+    rate: u32,
+    /// Distinct cards.
+    #[arg(long, default_value_t = 500)]
+    cards: u32,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+}
+
+/// splitmix64: a small, fast, deterministic generator for demo traffic.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn gauss(&mut self) -> f64 {
+        let (u, v) = (self.unit().max(1e-300), self.unit());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+    fn pick(&mut self, cdf: &[f64]) -> usize {
+        let x = self.unit();
+        cdf.partition_point(|c| *c < x).min(cdf.len() - 1)
+    }
+}
+
+fn cdf(weights: impl Iterator<Item = f64>) -> Vec<f64> {
+    let w: Vec<f64> = weights.collect();
+    let total: f64 = w.iter().sum();
+    w.iter()
+        .scan(0.0, |acc, x| {
+            *acc += x / total;
+            Some(*acc)
+        })
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Generates transactions paced to wall time.
+struct Generator {
+    rng: Rng,
+    cards: Vec<f64>,
+    merchants: Vec<f64>,
+    before: Vec<f64>,
+    after: Vec<f64>,
+    rate: f64,
+    started: Instant,
+    deadline: Option<Instant>,
+    stop: Arc<AtomicBool>,
+    produced: u64,
+    line: Vec<u8>,
+}
+
+impl Generator {
+    fn shifted(&self) -> bool {
+        match self.deadline {
+            Some(d) => Instant::now() >= self.started + (d - self.started) / 2,
+            None => (self.started.elapsed().as_secs() / 60) % 2 == 1,
+        }
+    }
+}
+
+impl PartitionReader for Generator {
+    fn read(&mut self, max: usize, record: &mut dyn FnMut(u64, &[u8])) -> io::Result<ReadState> {
+        if self.stop.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(ReadState::End);
+        }
+        let due = (self.started.elapsed().as_secs_f64() * self.rate) as u64;
+        let n = due.saturating_sub(self.produced).min(max as u64);
+        let shifted = self.shifted();
+        for _ in 0..n {
+            self.produced += 1;
+            let rng = &mut self.rng;
+            let mut ts = now_ms();
+            if rng.unit() < 0.05 {
+                ts = ts.saturating_sub(rng.next_u64() % 3_000);
+            }
+            let card = rng.pick(&self.cards);
+            let merchant = rng.pick(&self.merchants);
+            let amount = (rng.gauss() + if shifted { 3.9 } else { 3.5 }).exp();
+            let country = COUNTRIES[rng.pick(if shifted { &self.after } else { &self.before })];
+            self.line.clear();
+            let malformed = rng.unit() < 0.001;
+            let line = if malformed {
+                format!(r#"{{"event_id":{},"card_id":"c{card:05}","ts":{ts},"amount":"{amount:.2}"}}"#, self.produced)
+            } else {
+                format!(
+                    r#"{{"event_id":{},"card_id":"c{card:05}","ts":{ts},"amount":{amount:.2},"merchant":"m{merchant:04}","country":"{country}"}}"#,
+                    self.produced
+                )
+            };
+            self.line.extend_from_slice(line.as_bytes());
+            record(self.produced, &self.line);
+        }
+        Ok(if n == 0 { ReadState::Idle } else { ReadState::More })
+    }
+}
+
+struct CountingSink {
+    changelog: std::sync::atomic::AtomicU64,
+    shown: std::sync::atomic::AtomicU64,
+}
+
+impl ChangelogSink for CountingSink {
+    fn write(&self, windows: &[freshet_features::window::ClosedWindow]) {
+        self.changelog.fetch_add(windows.len() as u64, Ordering::Relaxed);
+    }
+}
+
+impl DeadLetterSink for CountingSink {
+    fn write(&self, letter: freshet_features::source::DeadLetter) {
+        if self.shown.fetch_add(1, Ordering::Relaxed) < 3 {
+            println!("dead letter: {}", dead_letter_json(&letter));
+        }
+    }
+}
+
+/// Runs `freshet demo`.
+pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+    let spec = PipelineSpec::from_toml(DEMO_PIPELINE, Path::new("<demo pipeline>"))?;
+    let store: Arc<dyn OnlineStore> = Arc::new(freshet_store::MemoryStore::new());
+    let metrics = Arc::new(PipelineMetrics::new());
+    let sink = Arc::new(CountingSink {
+        changelog: 0.into(),
+        shown: 0.into(),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let state = freshet_serve::AppState::new(store.clone(), metrics.clone());
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(freshet_serve::serve(listener, state, async {
+        let _ = shutdown_rx.await;
+    }));
+    {
+        let stop = stop.clone();
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    println!("freshet demo: {} events/s over {} cards, HTTP on http://{addr}", args.rate, args.cards);
+    println!("  try: curl http://{addr}/v1/features/card/c00000   |   freshet query --view card c00000 c00001");
+    let deadline = args.duration.map(|d| Instant::now() + d.as_duration());
+    let generator_args = (args.rate, args.cards, stop.clone());
+    let factory: ReaderFactory = Arc::new(move |index, _peers| {
+        if index != 0 {
+            return Ok(Vec::new());
+        }
+        let (rate, cards, stop) = generator_args.clone();
+        let reader: Box<dyn PartitionReader> = Box::new(Generator {
+            rng: Rng(7),
+            cards: cdf((1..=cards).map(|i| 1.0 / f64::from(i).powf(1.1))),
+            merchants: cdf((1..=1000).map(|i| 1.0 / f64::from(i))),
+            before: cdf(MIX_BEFORE.into_iter()),
+            after: cdf(MIX_AFTER.into_iter()),
+            rate: f64::from(rate),
+            started: Instant::now(),
+            deadline,
+            stop,
+            produced: 0,
+            line: Vec::with_capacity(160),
+        });
+        Ok(vec![(0, reader)])
+    });
+    let outputs = Outputs {
+        store: store.clone(),
+        changelog: sink.clone(),
+        dead_letters: sink.clone(),
+        metrics: metrics.clone(),
+        flush_interval: Duration::from_millis(100),
+    };
+    let plans = freshet_features::plan::compile(&spec);
+    let workers = args.workers;
+    let dataflow = std::thread::spawn(move || {
+        freshet_features::run(plans, HashMap::from([("transactions".to_owned(), factory)]), workers, outputs)
+    });
+    let started = Instant::now();
+    let mut last_vectors = Instant::now();
+    while !dataflow.is_finished() {
+        std::thread::sleep(Duration::from_millis(200));
+        if started.elapsed().as_millis() % 1000 < 200 {
+            print_progress(&metrics, &*store, &sink, started);
+        }
+        if last_vectors.elapsed() >= Duration::from_secs(10) {
+            print_vectors(&*store);
+            last_vectors = Instant::now();
+        }
+    }
+    let stats = dataflow
+        .join()
+        .map_err(|_| anyhow::anyhow!("dataflow thread panicked"))??;
+    print_progress(&metrics, &*store, &sink, started);
+    print_vectors(&*store);
+    println!("demo finished: {} entities in the store", stats.entities.values().sum::<usize>());
+    let _ = shutdown_tx.send(());
+    runtime.block_on(server)??;
+    Ok(())
+}
+
+fn print_progress(metrics: &PipelineMetrics, store: &dyn OnlineStore, sink: &CountingSink, started: Instant) {
+    let events = PipelineMetrics::get(&metrics.events_total);
+    let head = metrics.head_ms.load(Ordering::Relaxed);
+    let lag_ms = if head >= 0 { now_ms() as i64 - head } else { -1 };
+    println!(
+        "[{:>5.1}s] events {events} ({:.0}/s), late {}, rejected {}, entities {}, closed windows {}, head lag {lag_ms} ms",
+        started.elapsed().as_secs_f64(),
+        events as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        PipelineMetrics::get(&metrics.late_total),
+        PipelineMetrics::get(&metrics.rejected_total),
+        store.len("card").unwrap_or(0),
+        sink.changelog.load(Ordering::Relaxed),
+    );
+}
+
+fn print_vectors(store: &dyn OnlineStore) {
+    let entities = ["c00000", "c00001", "c00002"];
+    if let Ok(vectors) = store.get_many("card", &entities) {
+        for (entity, vector) in entities.iter().zip(vectors) {
+            if let Some(v) = vector {
+                println!("  {}", feature_json(store, "card", entity, &v));
+            }
+        }
+    }
+}
