@@ -109,6 +109,8 @@ pub(crate) enum Acc {
     },
     /// Sorted multiset.
     MinMax(BTreeMap<u64, u32>),
+    /// Smallest and largest value (no removal).
+    Extremes(Option<(f64, f64)>),
     /// Quantile sketch.
     Quantile(DdSketch),
     /// Count per value hash.
@@ -125,6 +127,7 @@ impl Acc {
                 sumsq: CompensatedSum::default(),
             },
             AccKind::MinMax => Self::MinMax(BTreeMap::new()),
+            AccKind::Extremes => Self::Extremes(None),
             AccKind::Quantile => Self::Quantile(DdSketch::new()),
             AccKind::Distinct => Self::Distinct(HashMap::new()),
         }
@@ -143,6 +146,11 @@ impl Acc {
             Self::MinMax(set) => {
                 if let Some(x) = v.num() {
                     *set.entry(ordered(x)).or_insert(0) += 1;
+                }
+            }
+            Self::Extremes(e) => {
+                if let Some(x) = v.num() {
+                    *e = Some(e.map_or((x, x), |(lo, hi)| (lo.min(x), hi.max(x))));
                 }
             }
             Self::Quantile(sketch) => {
@@ -179,6 +187,8 @@ impl Acc {
                     set.decrement(ordered(x));
                 }
             }
+            // panes never remove; a removal here would be a planning error, so it is ignored
+            Self::Extremes(_) => {}
             Self::Quantile(sketch) => {
                 if let Some(x) = v.num() {
                     sketch.remove(x);
@@ -211,6 +221,9 @@ impl Acc {
                 for (k, c) in b {
                     *a.entry(*k).or_insert(0) += c;
                 }
+            }
+            (Self::Extremes(a), Self::Extremes(Some((lo2, hi2)))) => {
+                *a = Some(a.map_or((*lo2, *hi2), |(lo, hi)| (lo.min(*lo2), hi.max(*hi2))));
             }
             (Self::Quantile(a), Self::Quantile(b)) => a.merge(b),
             (Self::Distinct(a), Self::Distinct(b)) => {
@@ -287,6 +300,13 @@ pub(crate) fn read(output: Output, n: u64, accs: &[Acc]) -> FeatureValue {
                 };
                 key.map(|k| unordered(*k))
             }
+            Acc::Extremes(e) => e.map(|(lo, hi)| {
+                if matches!(output, Output::Min(_)) {
+                    lo
+                } else {
+                    hi
+                }
+            }),
             _ => None,
         },
         Output::Quantile(i, q) => match &accs[i] {
@@ -341,7 +361,9 @@ mod tests {
                 acc.remove(Val::Num(f64::from((i - 3) % 997) * 1.37 + 1e4));
             }
         }
-        let tail: Vec<f64> = (999_997..1_000_000u32).map(|i| f64::from(i % 997) * 1.37 + 1e4).collect();
+        let tail: Vec<f64> = (999_997..1_000_000u32)
+            .map(|i| f64::from(i % 997) * 1.37 + 1e4)
+            .collect();
         let want: f64 = tail.iter().sum();
         match read(Output::Sum(0), 3, std::slice::from_ref(&acc)) {
             FeatureValue::Float(got) => assert!((got - want).abs() < 1e-6, "{got} vs {want}"),

@@ -19,12 +19,14 @@ use freshet_core::metrics::PipelineMetrics;
 use freshet_core::store::{OnlineStore, StoreError, StoreWrite};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Exchange;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Exchange;
 
 use crate::plan::{SourcePlan, ViewPlan};
-use crate::source::{head, keep_late, poll_partition, Classified, DeadLetter, Partition, PartitionReader, ReadState};
+use crate::source::{
+    head, keep_late, poll_partition, Classified, DeadLetter, Partition, PartitionReader, ReadState,
+};
 use crate::window::{ClosedWindow, ViewState};
 
 /// Records read per partition per source activation.
@@ -50,8 +52,7 @@ pub trait DeadLetterSink: Send + Sync {
 pub type Partitions = Vec<(u32, Box<dyn PartitionReader>)>;
 
 /// Builds the readers of one source for worker `index` of `peers`.
-pub type ReaderFactory =
-    Arc<dyn Fn(usize, usize) -> std::io::Result<Partitions> + Send + Sync>;
+pub type ReaderFactory = Arc<dyn Fn(usize, usize) -> std::io::Result<Partitions> + Send + Sync>;
 
 /// Everything the dataflow writes to.
 #[derive(Clone)]
@@ -203,71 +204,76 @@ fn source_operator<'a>(
     let outputs = outputs.clone();
     let failure = failure.clone();
     let peers = scope.peers() as u64;
-    source(scope, &format!("Source({})", plan.name), move |capability, info| {
-        let activator = scope.activator_for(info.address);
-        let mut cap = Some(capability);
-        let keep_late = keep_late(&plan);
-        move |output| {
-            let Some(c) = cap.as_mut() else { return };
-            let metrics = &outputs.metrics;
-            let (mut accepted, mut late, mut rejected) = (0u64, 0u64, 0u64);
-            let mut idle = true;
-            {
-                let mut session = output.session(&*c);
-                for part in parts.iter_mut().filter(|p| !p.done) {
-                    let result = poll_partition(&plan, part, READ_BATCH_RECORDS, &mut |r| match r {
-                        Classified::Accepted(event) => {
-                            accepted += 1;
-                            session.give(Record::Event(event));
-                        }
-                        Classified::Late(letter) => {
-                            late += 1;
-                            if keep_late {
-                                outputs.dead_letters.write(letter);
+    source(
+        scope,
+        &format!("Source({})", plan.name),
+        move |capability, info| {
+            let activator = scope.activator_for(info.address);
+            let mut cap = Some(capability);
+            let keep_late = keep_late(&plan);
+            move |output| {
+                let Some(c) = cap.as_mut() else { return };
+                let metrics = &outputs.metrics;
+                let (mut accepted, mut late, mut rejected) = (0u64, 0u64, 0u64);
+                let mut idle = true;
+                {
+                    let mut session = output.session(&*c);
+                    for part in parts.iter_mut().filter(|p| !p.done) {
+                        let result =
+                            poll_partition(&plan, part, READ_BATCH_RECORDS, &mut |r| match r {
+                                Classified::Accepted(event) => {
+                                    accepted += 1;
+                                    session.give(Record::Event(event));
+                                }
+                                Classified::Late(letter) => {
+                                    late += 1;
+                                    if keep_late {
+                                        outputs.dead_letters.write(letter);
+                                    }
+                                }
+                                Classified::Rejected(letter) => {
+                                    rejected += 1;
+                                    outputs.dead_letters.write(letter);
+                                }
+                            });
+                        match result {
+                            Ok(ReadState::More) => idle = false,
+                            Ok(ReadState::Idle) => {}
+                            Ok(ReadState::End) => idle = false,
+                            Err(e) => {
+                                part.done = true;
+                                fail(&failure, RunError::Input(e));
                             }
-                        }
-                        Classified::Rejected(letter) => {
-                            rejected += 1;
-                            outputs.dead_letters.write(letter);
-                        }
-                    });
-                    match result {
-                        Ok(ReadState::More) => idle = false,
-                        Ok(ReadState::Idle) => {}
-                        Ok(ReadState::End) => idle = false,
-                        Err(e) => {
-                            part.done = true;
-                            fail(&failure, RunError::Input(e));
                         }
                     }
                 }
-            }
-            PipelineMetrics::add(&metrics.events_total, accepted);
-            PipelineMetrics::add(&metrics.late_total, late);
-            PipelineMetrics::add(&metrics.rejected_total, rejected);
-            if parts.iter().all(|p| p.done) {
-                let clock_ms = parts.iter().filter_map(|p| p.clock()).max();
-                let mut session = output.session(&*c);
-                for to in 0..peers {
-                    session.give(Record::End { to, clock_ms });
+                PipelineMetrics::add(&metrics.events_total, accepted);
+                PipelineMetrics::add(&metrics.late_total, late);
+                PipelineMetrics::add(&metrics.rejected_total, rejected);
+                if parts.iter().all(|p| p.done) {
+                    let clock_ms = parts.iter().filter_map(|p| p.clock()).max();
+                    let mut session = output.session(&*c);
+                    for to in 0..peers {
+                        session.give(Record::End { to, clock_ms });
+                    }
+                    drop(session);
+                    cap = None;
+                    return;
                 }
-                drop(session);
-                cap = None;
-                return;
-            }
-            if let Some(h) = head(&plan, &parts) {
-                let time = h.saturating_sub(plan.lateness_ms) + 1;
-                if time > *c.time() {
-                    c.downgrade(&time);
+                if let Some(h) = head(&plan, &parts) {
+                    let time = h.saturating_sub(plan.lateness_ms) + 1;
+                    if time > *c.time() {
+                        c.downgrade(&time);
+                    }
+                }
+                if idle {
+                    activator.activate_after(Duration::from_millis(5));
+                } else {
+                    activator.activate();
                 }
             }
-            if idle {
-                activator.activate_after(Duration::from_millis(5));
-            } else {
-                activator.activate();
-            }
-        }
-    })
+        },
+    )
 }
 
 fn window_operator(
@@ -344,19 +350,30 @@ fn window_operator(
                         activator.activate_after(outputs.flush_interval);
                     }
                     if !closed.is_empty() {
-                        PipelineMetrics::add(&outputs.metrics.closed_windows_total, closed.len() as u64);
+                        PipelineMetrics::add(
+                            &outputs.metrics.closed_windows_total,
+                            closed.len() as u64,
+                        );
                         outputs.changelog.write(&closed);
                         closed.clear();
                     }
                     if !writes.is_empty() {
-                        if let Err(e) = write_with_retry(&*outputs.store, &name, std::mem::take(&mut writes)) {
+                        if let Err(e) =
+                            write_with_retry(&*outputs.store, &name, std::mem::take(&mut writes))
+                        {
                             fail(&failure, RunError::Store(e));
                         }
                     }
                     if let Some(h) = state.head() {
-                        outputs.metrics.head_ms.store(i64::try_from(h).unwrap_or(i64::MAX), Ordering::Relaxed);
+                        outputs
+                            .metrics
+                            .head_ms
+                            .store(i64::try_from(h).unwrap_or(i64::MAX), Ordering::Relaxed);
                         if let Some(w) = watermark {
-                            outputs.metrics.watermark_ms.store(i64::try_from(w).unwrap_or(i64::MAX), Ordering::Relaxed);
+                            outputs
+                                .metrics
+                                .watermark_ms
+                                .store(i64::try_from(w).unwrap_or(i64::MAX), Ordering::Relaxed);
                         }
                     }
                     if finished {

@@ -13,8 +13,10 @@ use freshet_core::store::ViewSchema;
 pub enum AccKind {
     /// Sum and sum of squares (sum, mean, stddev).
     Moments,
-    /// Sorted multiset of values (exact min and max under removal).
+    /// Sorted multiset of values (exact min and max under removal; continuous windows).
     MinMax,
+    /// Smallest and largest value (hopping-window panes, which never remove).
+    Extremes,
     /// Relative-error quantile sketch.
     Quantile,
     /// Counts per value hash (exact and approximate distinct counts).
@@ -32,9 +34,9 @@ pub enum Output {
     Mean(usize),
     /// Population standard deviation, from a [`AccKind::Moments`] accumulator.
     Stddev(usize),
-    /// Minimum, from a [`AccKind::MinMax`] accumulator.
+    /// Minimum, from a [`AccKind::MinMax`] or [`AccKind::Extremes`] accumulator.
     Min(usize),
-    /// Maximum, from a [`AccKind::MinMax`] accumulator.
+    /// Maximum, from a [`AccKind::MinMax`] or [`AccKind::Extremes`] accumulator.
     Max(usize),
     /// Quantile `q`, from a [`AccKind::Quantile`] accumulator.
     Quantile(usize, f64),
@@ -202,13 +204,18 @@ fn compile_view(
                 }
             }
         };
+        let extremes = if hop {
+            AccKind::Extremes
+        } else {
+            AccKind::MinMax
+        };
         let output = match f.agg {
             AggKind::Count => Output::Count,
             AggKind::Sum => Output::Sum(acc(AccKind::Moments)),
             AggKind::Mean => Output::Mean(acc(AccKind::Moments)),
             AggKind::Stddev => Output::Stddev(acc(AccKind::Moments)),
-            AggKind::Min => Output::Min(acc(AccKind::MinMax)),
-            AggKind::Max => Output::Max(acc(AccKind::MinMax)),
+            AggKind::Min => Output::Min(acc(extremes)),
+            AggKind::Max => Output::Max(acc(extremes)),
             AggKind::Quantile => Output::Quantile(acc(AccKind::Quantile), f.q.unwrap_or(0.5)),
             AggKind::CountDistinct => Output::CountDistinct(acc(AccKind::Distinct)),
             AggKind::ApproxCountDistinct => Output::ApproxCountDistinct(acc(AccKind::Distinct)),
@@ -216,7 +223,11 @@ fn compile_view(
         };
         group.outputs.push((position, output));
     }
-    let names: Vec<String> = v.features.iter().map(|f| f.get_ref().name.clone()).collect();
+    let names: Vec<String> = v
+        .features
+        .iter()
+        .map(|f| f.get_ref().name.clone())
+        .collect();
     ViewPlan {
         feature_names: names.iter().map(|n| Arc::from(n.as_str())).collect(),
         schema: ViewSchema {

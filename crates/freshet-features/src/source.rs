@@ -201,3 +201,44 @@ impl Partition {
         self.clock
     }
 }
+
+/// JSON lines held in memory (benchmarks, tests, embedded inputs); offsets are line numbers.
+pub struct BytesReader {
+    bytes: std::sync::Arc<[u8]>,
+    pos: usize,
+    line: u64,
+}
+
+impl BytesReader {
+    /// Reads the newline-separated records of `bytes`.
+    pub fn new(bytes: std::sync::Arc<[u8]>) -> Self {
+        Self {
+            bytes,
+            pos: 0,
+            line: 0,
+        }
+    }
+}
+
+impl PartitionReader for BytesReader {
+    fn read(
+        &mut self,
+        max_records: usize,
+        record: &mut dyn FnMut(u64, &[u8]),
+    ) -> io::Result<ReadState> {
+        for _ in 0..max_records {
+            if self.pos >= self.bytes.len() {
+                return Ok(ReadState::End);
+            }
+            let rest = &self.bytes[self.pos..];
+            let end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+            self.pos += end + 1;
+            self.line += 1;
+            let line = rest[..end].trim_ascii();
+            if !line.is_empty() {
+                record(self.line, line);
+            }
+        }
+        Ok(ReadState::More)
+    }
+}

@@ -246,7 +246,10 @@ impl ViewState {
         };
         key.latest_ts = key.latest_ts.max(ts);
         if !last_fields.is_empty() && key.last.as_ref().is_none_or(|(t, _, _)| ts >= *t) {
-            let values = last_fields.iter().map(|s| event.values[*s].clone()).collect();
+            let values = last_fields
+                .iter()
+                .map(|s| event.values[*s].clone())
+                .collect();
             key.last = Some((ts, arrival, values));
         }
         for (g, group) in plan.continuous.iter().enumerate() {
@@ -270,7 +273,11 @@ impl ViewState {
             }
             let state = &mut key.hop[g];
             let pos = state.panes.partition_point(|(start, _, _)| *start < pane);
-            if state.panes.get(pos).is_none_or(|(start, _, _)| *start != pane) {
+            if state
+                .panes
+                .get(pos)
+                .is_none_or(|(start, _, _)| *start != pane)
+            {
                 let accs = group.accs.iter().map(|(k, _)| Acc::new(*k)).collect();
                 state.panes.insert(pos, (pane, 0, accs));
                 let mut end = pane + slide;

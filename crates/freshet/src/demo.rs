@@ -45,6 +45,10 @@ pub struct DemoArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Event time runs this many times faster than wall time, so that minutes of windows
+    /// open and close within a short demo.
+    #[arg(long, default_value_t = 10)]
+    speed: u32,
 }
 
 /// splitmix64: a small, fast, deterministic generator for demo traffic.
@@ -96,6 +100,8 @@ struct Generator {
     before: Vec<f64>,
     after: Vec<f64>,
     rate: f64,
+    speed: f64,
+    base_ms: u64,
     started: Instant,
     deadline: Option<Instant>,
     stop: Arc<AtomicBool>,
@@ -123,7 +129,8 @@ impl PartitionReader for Generator {
         for _ in 0..n {
             self.produced += 1;
             let rng = &mut self.rng;
-            let mut ts = now_ms();
+            let mut ts =
+                self.base_ms + (self.started.elapsed().as_secs_f64() * self.speed * 1000.0) as u64;
             if rng.unit() < 0.05 {
                 ts = ts.saturating_sub(rng.next_u64() % 3_000);
             }
@@ -134,7 +141,10 @@ impl PartitionReader for Generator {
             self.line.clear();
             let malformed = rng.unit() < 0.001;
             let line = if malformed {
-                format!(r#"{{"event_id":{},"card_id":"c{card:05}","ts":{ts},"amount":"{amount:.2}"}}"#, self.produced)
+                format!(
+                    r#"{{"event_id":{},"card_id":"c{card:05}","ts":{ts},"amount":"{amount:.2}"}}"#,
+                    self.produced
+                )
             } else {
                 format!(
                     r#"{{"event_id":{},"card_id":"c{card:05}","ts":{ts},"amount":{amount:.2},"merchant":"m{merchant:04}","country":"{country}"}}"#,
@@ -144,7 +154,11 @@ impl PartitionReader for Generator {
             self.line.extend_from_slice(line.as_bytes());
             record(self.produced, &self.line);
         }
-        Ok(if n == 0 { ReadState::Idle } else { ReadState::More })
+        Ok(if n == 0 {
+            ReadState::Idle
+        } else {
+            ReadState::More
+        })
     }
 }
 
@@ -155,7 +169,8 @@ struct CountingSink {
 
 impl ChangelogSink for CountingSink {
     fn write(&self, windows: &[freshet_features::window::ClosedWindow]) {
-        self.changelog.fetch_add(windows.len() as u64, Ordering::Relaxed);
+        self.changelog
+            .fetch_add(windows.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -198,15 +213,18 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             }
         });
     }
-    println!("freshet demo: {} events/s over {} cards, HTTP on http://{addr}", args.rate, args.cards);
+    println!(
+        "freshet demo: {} events/s over {} cards, event time at {}x wall time, HTTP on http://{addr}",
+        args.rate, args.cards, args.speed
+    );
     println!("  try: curl http://{addr}/v1/features/card/c00000   |   freshet query --view card c00000 c00001");
     let deadline = args.duration.map(|d| Instant::now() + d.as_duration());
-    let generator_args = (args.rate, args.cards, stop.clone());
+    let generator_args = (args.rate, args.cards, args.speed.max(1), stop.clone());
     let factory: ReaderFactory = Arc::new(move |index, _peers| {
         if index != 0 {
             return Ok(Vec::new());
         }
-        let (rate, cards, stop) = generator_args.clone();
+        let (rate, cards, speed, stop) = generator_args.clone();
         let reader: Box<dyn PartitionReader> = Box::new(Generator {
             rng: Rng(7),
             cards: cdf((1..=cards).map(|i| 1.0 / f64::from(i).powf(1.1))),
@@ -214,6 +232,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             before: cdf(MIX_BEFORE.into_iter()),
             after: cdf(MIX_AFTER.into_iter()),
             rate: f64::from(rate),
+            speed: f64::from(speed),
+            base_ms: now_ms(),
             started: Instant::now(),
             deadline,
             stop,
@@ -232,7 +252,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let plans = freshet_features::plan::compile(&spec);
     let workers = args.workers;
     let dataflow = std::thread::spawn(move || {
-        freshet_features::run(plans, HashMap::from([("transactions".to_owned(), factory)]), workers, outputs)
+        freshet_features::run(
+            plans,
+            HashMap::from([("transactions".to_owned(), factory)]),
+            workers,
+            outputs,
+        )
     });
     let started = Instant::now();
     let mut last_vectors = Instant::now();
@@ -251,24 +276,33 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("dataflow thread panicked"))??;
     print_progress(&metrics, &*store, &sink, started);
     print_vectors(&*store);
-    println!("demo finished: {} entities in the store", stats.entities.values().sum::<usize>());
+    println!(
+        "demo finished: {} entities in the store",
+        stats.entities.values().sum::<usize>()
+    );
     let _ = shutdown_tx.send(());
     runtime.block_on(server)??;
     Ok(())
 }
 
-fn print_progress(metrics: &PipelineMetrics, store: &dyn OnlineStore, sink: &CountingSink, started: Instant) {
+fn print_progress(
+    metrics: &PipelineMetrics,
+    store: &dyn OnlineStore,
+    sink: &CountingSink,
+    started: Instant,
+) {
     let events = PipelineMetrics::get(&metrics.events_total);
     let head = metrics.head_ms.load(Ordering::Relaxed);
-    let lag_ms = if head >= 0 { now_ms() as i64 - head } else { -1 };
+    let watermark = metrics.watermark_ms.load(Ordering::Relaxed);
     println!(
-        "[{:>5.1}s] events {events} ({:.0}/s), late {}, rejected {}, entities {}, closed windows {}, head lag {lag_ms} ms",
+        "[{:>5.1}s] events {events} ({:.0}/s), late {}, rejected {}, entities {}, closed windows {}, head - watermark {} ms",
         started.elapsed().as_secs_f64(),
         events as f64 / started.elapsed().as_secs_f64().max(1e-9),
         PipelineMetrics::get(&metrics.late_total),
         PipelineMetrics::get(&metrics.rejected_total),
         store.len("card").unwrap_or(0),
         sink.changelog.load(Ordering::Relaxed),
+        if watermark >= 0 { head - watermark } else { -1 },
     );
 }
 

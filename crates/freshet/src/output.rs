@@ -6,11 +6,24 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::Context;
+use freshet_core::store::FeatureValue;
 use freshet_core::store::OnlineStore;
 use freshet_features::source::DeadLetter;
 use freshet_features::window::ClosedWindow;
 use freshet_features::{ChangelogSink, DeadLetterSink};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
+
+/// One line of changelog.jsonl.
+#[derive(Serialize)]
+struct ChangelogLine<'a> {
+    view: &'a str,
+    entity: &'a str,
+    feature: &'a str,
+    window_start: u64,
+    window_end: u64,
+    value: &'a FeatureValue,
+}
 
 /// A JSON-lines file shared by the workers; the first write error is kept and reported.
 pub struct JsonLines {
@@ -19,14 +32,21 @@ pub struct JsonLines {
 
 impl JsonLines {
     pub fn create(path: &Path) -> anyhow::Result<Self> {
-        let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let file =
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
         Ok(Self {
             writer: Mutex::new((BufWriter::with_capacity(1 << 20, file), None)),
         })
     }
 
     fn write_lines(&self, lines: impl Iterator<Item = Value>) {
-        let Ok(mut guard) = self.writer.lock() else { return };
+        self.write_records(lines);
+    }
+
+    fn write_records<T: Serialize>(&self, lines: impl Iterator<Item = T>) {
+        let Ok(mut guard) = self.writer.lock() else {
+            return;
+        };
         let (writer, error) = &mut *guard;
         if error.is_some() {
             return;
@@ -59,15 +79,13 @@ impl JsonLines {
 
 impl ChangelogSink for JsonLines {
     fn write(&self, windows: &[ClosedWindow]) {
-        self.write_lines(windows.iter().map(|w| {
-            json!({
-                "view": &*w.view,
-                "entity": &*w.entity,
-                "feature": &*w.feature,
-                "window_start": w.window_start_ms,
-                "window_end": w.window_end_ms,
-                "value": w.value,
-            })
+        self.write_records(windows.iter().map(|w| ChangelogLine {
+            view: &w.view,
+            entity: &w.entity,
+            feature: &w.feature,
+            window_start: w.window_start_ms,
+            window_end: w.window_end_ms,
+            value: &w.value,
         }));
     }
 }

@@ -13,10 +13,14 @@ use clap::Args;
 use freshet_core::metrics::PipelineMetrics;
 use freshet_core::spec::PipelineSpec;
 use freshet_features::source::{FileReader, PartitionReader};
-use freshet_features::{Outputs, ReaderFactory, DEFAULT_FLUSH_INTERVAL};
+use freshet_features::{Outputs, ReaderFactory};
 use serde_json::json;
 
 use crate::output::{dump_features, peak_rss_bytes, JsonLines};
+
+/// Replay writes changed vectors to the store at most this often; nothing reads the store
+/// before the end of input, so fewer intermediate writes only save work.
+const REPLAY_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Arguments of `freshet replay`.
 #[derive(Args)]
@@ -53,7 +57,11 @@ pub fn file_inputs(
     let mut by_source: HashMap<String, Vec<PathBuf>> = HashMap::new();
     for (name, path) in inputs {
         if spec.source(name).is_none() {
-            let known: Vec<&str> = spec.sources.iter().map(|s| s.get_ref().name.as_str()).collect();
+            let known: Vec<&str> = spec
+                .sources
+                .iter()
+                .map(|s| s.get_ref().name.as_str())
+                .collect();
             bail!(
                 "--input {name}={}: the pipeline declares no source `{name}` (sources: {})",
                 path.display(),
@@ -61,7 +69,10 @@ pub fn file_inputs(
             );
         }
         std::fs::metadata(path).with_context(|| format!("--input {name}={}", path.display()))?;
-        by_source.entry(name.clone()).or_default().push(path.clone());
+        by_source
+            .entry(name.clone())
+            .or_default()
+            .push(path.clone());
     }
     Ok(by_source
         .into_iter()
@@ -87,7 +98,8 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     let inputs = file_inputs(&spec, &args.inputs)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let store: Arc<dyn freshet_core::store::OnlineStore> = Arc::new(freshet_store::MemoryStore::new());
+    let store: Arc<dyn freshet_core::store::OnlineStore> =
+        Arc::new(freshet_store::MemoryStore::new());
     let changelog = Arc::new(JsonLines::create(&args.out.join("changelog.jsonl"))?);
     let dead_letters = Arc::new(JsonLines::create(&args.out.join("dead_letter.jsonl"))?);
     let metrics = Arc::new(PipelineMetrics::new());
@@ -96,7 +108,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         changelog: changelog.clone(),
         dead_letters: dead_letters.clone(),
         metrics: metrics.clone(),
-        flush_interval: DEFAULT_FLUSH_INTERVAL,
+        flush_interval: REPLAY_FLUSH_INTERVAL,
     };
     let plans = freshet_features::plan::compile(&spec);
     let started = Instant::now();

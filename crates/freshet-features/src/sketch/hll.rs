@@ -46,7 +46,9 @@ mod tests {
     use xxhash_rust::xxh3::xxh3_64;
 
     fn estimate(n: u64) -> u64 {
-        let hashes: Vec<u64> = (0..n).map(|i| xxh3_64(format!("m{i}").as_bytes())).collect();
+        let hashes: Vec<u64> = (0..n)
+            .map(|i| xxh3_64(format!("m{i}").as_bytes()))
+            .collect();
         hll_estimate(hashes.into_iter())
     }
 
@@ -62,7 +64,10 @@ mod tests {
         for n in [5_000u64, 20_000, 100_000, 400_000] {
             let got = estimate(n) as f64;
             let rel = (got - n as f64).abs() / n as f64;
-            assert!(rel < 4.0 * 0.0081, "n {n}: estimate {got}, relative error {rel}");
+            assert!(
+                rel < 4.0 * 0.0081,
+                "n {n}: estimate {got}, relative error {rel}"
+            );
         }
     }
 }
