@@ -12,6 +12,7 @@
 
 pub mod duration;
 pub mod event;
+pub mod generate;
 pub mod metrics;
 pub mod spec;
 pub mod store;

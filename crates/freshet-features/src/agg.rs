@@ -202,6 +202,21 @@ impl Acc {
         }
     }
 
+    /// Empties the accumulator, keeping its allocations.
+    pub(crate) fn clear(&mut self) {
+        match self {
+            Self::Moments { n, sum, sumsq } => {
+                *n = 0;
+                *sum = CompensatedSum::default();
+                *sumsq = CompensatedSum::default();
+            }
+            Self::MinMax(set) => set.clear(),
+            Self::Extremes(e) => *e = None,
+            Self::Quantile(sketch) => *sketch = DdSketch::new(),
+            Self::Distinct(counts) => counts.clear(),
+        }
+    }
+
     /// Adds every value of `other` (same kind).
     pub(crate) fn merge(&mut self, other: &Self) {
         match (self, other) {

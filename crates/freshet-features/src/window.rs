@@ -161,6 +161,8 @@ pub(crate) struct ViewState {
     arrivals: u64,
     next_sweep: u64,
     row: Vec<Val>,
+    /// Per hopping group: accumulators reused to merge the panes of a closing window.
+    scratch: Vec<Vec<Acc>>,
 }
 
 impl ViewState {
@@ -170,6 +172,11 @@ impl ViewState {
             due: plan.continuous.iter().map(|_| BinaryHeap::new()).collect(),
             closing: plan.hopping.iter().map(|_| BTreeMap::new()).collect(),
             closed_end: plan.hopping.iter().map(|_| None).collect(),
+            scratch: plan
+                .hopping
+                .iter()
+                .map(|g| g.accs.iter().map(|(k, _)| Acc::new(*k)).collect())
+                .collect(),
             plan,
             keys: Vec::new(),
             index: HashMap::new(),
@@ -272,7 +279,12 @@ impl ViewState {
                 continue; // every window holding this event has closed already
             }
             let state = &mut key.hop[g];
-            let pos = state.panes.partition_point(|(start, _, _)| *start < pane);
+            // events arrive nearly in time order: the newest pane is the usual target
+            let pos = match state.panes.back() {
+                Some((last, _, _)) if *last < pane => state.panes.len(),
+                Some((last, _, _)) if *last == pane => state.panes.len() - 1,
+                _ => state.panes.partition_point(|(start, _, _)| *start < pane),
+            };
             if state
                 .panes
                 .get(pos)
@@ -374,7 +386,8 @@ impl ViewState {
         let (length, slide) = (group.length_ms, group.slide_ms.unwrap_or(group.length_ms));
         let start = end.saturating_sub(length);
         let mut n = 0;
-        let mut accs: Vec<Acc> = group.accs.iter().map(|(k, _)| Acc::new(*k)).collect();
+        let accs = &mut self.scratch[g];
+        accs.iter_mut().for_each(Acc::clear);
         for (pane, count, pane_accs) in &state.panes {
             if *pane >= start && *pane < end {
                 n += count;
@@ -390,7 +403,7 @@ impl ViewState {
         let had_value = state.value_end != 0;
         if n > 0 {
             for (j, (position, output)) in group.outputs.iter().enumerate() {
-                let value = read(*output, n, &accs);
+                let value = read(*output, n, accs);
                 closed.push(ClosedWindow {
                     view: self.view.clone(),
                     entity: key.entity.clone(),

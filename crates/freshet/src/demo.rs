@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Args;
+use freshet_core::generate::TxnGenerator;
 use freshet_core::metrics::PipelineMetrics;
 use freshet_core::spec::PipelineSpec;
 use freshet_core::store::OnlineStore;
@@ -23,9 +24,6 @@ use crate::output::{dead_letter_json, feature_json};
 
 /// The demo pipeline: the foundation acceptance example.
 const DEMO_PIPELINE: &str = include_str!("../../../deploy/pipelines/foundation.toml");
-const COUNTRIES: [&str; 10] = ["US", "GB", "DE", "FR", "IN", "BR", "NG", "JP", "CA", "MX"];
-const MIX_BEFORE: [f64; 10] = [0.40, 0.12, 0.10, 0.08, 0.08, 0.06, 0.04, 0.05, 0.04, 0.03];
-const MIX_AFTER: [f64; 10] = [0.25, 0.10, 0.08, 0.07, 0.15, 0.08, 0.12, 0.05, 0.05, 0.05];
 
 /// Arguments of `freshet demo`.
 #[derive(Args)]
@@ -51,41 +49,6 @@ pub struct DemoArgs {
     speed: u32,
 }
 
-/// splitmix64: a small, fast, deterministic generator for demo traffic.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn gauss(&mut self) -> f64 {
-        let (u, v) = (self.unit().max(1e-300), self.unit());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-    fn pick(&mut self, cdf: &[f64]) -> usize {
-        let x = self.unit();
-        cdf.partition_point(|c| *c < x).min(cdf.len() - 1)
-    }
-}
-
-fn cdf(weights: impl Iterator<Item = f64>) -> Vec<f64> {
-    let w: Vec<f64> = weights.collect();
-    let total: f64 = w.iter().sum();
-    w.iter()
-        .scan(0.0, |acc, x| {
-            *acc += x / total;
-            Some(*acc)
-        })
-        .collect()
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -94,11 +57,7 @@ fn now_ms() -> u64 {
 
 /// Generates transactions paced to wall time.
 struct Generator {
-    rng: Rng,
-    cards: Vec<f64>,
-    merchants: Vec<f64>,
-    before: Vec<f64>,
-    after: Vec<f64>,
+    events: TxnGenerator,
     rate: f64,
     speed: f64,
     base_ms: u64,
@@ -123,35 +82,15 @@ impl PartitionReader for Generator {
         if self.stop.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(ReadState::End);
         }
-        let due = (self.started.elapsed().as_secs_f64() * self.rate) as u64;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let due = (elapsed * self.rate) as u64;
         let n = due.saturating_sub(self.produced).min(max as u64);
         let shifted = self.shifted();
+        let ts_ms = self.base_ms + (elapsed * self.speed * 1000.0) as u64;
         for _ in 0..n {
             self.produced += 1;
-            let rng = &mut self.rng;
-            let mut ts =
-                self.base_ms + (self.started.elapsed().as_secs_f64() * self.speed * 1000.0) as u64;
-            if rng.unit() < 0.05 {
-                ts = ts.saturating_sub(rng.next_u64() % 3_000);
-            }
-            let card = rng.pick(&self.cards);
-            let merchant = rng.pick(&self.merchants);
-            let amount = (rng.gauss() + if shifted { 3.9 } else { 3.5 }).exp();
-            let country = COUNTRIES[rng.pick(if shifted { &self.after } else { &self.before })];
             self.line.clear();
-            let malformed = rng.unit() < 0.001;
-            let line = if malformed {
-                format!(
-                    r#"{{"event_id":{},"card_id":"c{card:05}","ts":{ts},"amount":"{amount:.2}"}}"#,
-                    self.produced
-                )
-            } else {
-                format!(
-                    r#"{{"event_id":{},"card_id":"c{card:05}","ts":{ts},"amount":{amount:.2},"merchant":"m{merchant:04}","country":"{country}"}}"#,
-                    self.produced
-                )
-            };
-            self.line.extend_from_slice(line.as_bytes());
+            self.events.write_event(ts_ms, shifted, &mut self.line);
             record(self.produced, &self.line);
         }
         Ok(if n == 0 {
@@ -217,7 +156,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         "freshet demo: {} events/s over {} cards, event time at {}x wall time, HTTP on http://{addr}",
         args.rate, args.cards, args.speed
     );
-    println!("  try: curl http://{addr}/v1/features/card/c00000   |   freshet query --view card c00000 c00001");
+    println!("  try: curl http://{addr}/v1/features/card/c0000000   |   freshet query --view card c0000000 c0000001");
     let deadline = args.duration.map(|d| Instant::now() + d.as_duration());
     let generator_args = (args.rate, args.cards, args.speed.max(1), stop.clone());
     let factory: ReaderFactory = Arc::new(move |index, _peers| {
@@ -225,12 +164,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             return Ok(Vec::new());
         }
         let (rate, cards, speed, stop) = generator_args.clone();
+        let mut events = TxnGenerator::new(7, cards);
+        events.disorder_ms = 3_000;
+        events.malformed_fraction = 0.001;
         let reader: Box<dyn PartitionReader> = Box::new(Generator {
-            rng: Rng(7),
-            cards: cdf((1..=cards).map(|i| 1.0 / f64::from(i).powf(1.1))),
-            merchants: cdf((1..=1000).map(|i| 1.0 / f64::from(i))),
-            before: cdf(MIX_BEFORE.into_iter()),
-            after: cdf(MIX_AFTER.into_iter()),
+            events,
             rate: f64::from(rate),
             speed: f64::from(speed),
             base_ms: now_ms(),
@@ -307,7 +245,7 @@ fn print_progress(
 }
 
 fn print_vectors(store: &dyn OnlineStore) {
-    let entities = ["c00000", "c00001", "c00002"];
+    let entities = ["c0000000", "c0000001", "c0000002"];
     if let Ok(vectors) = store.get_many("card", &entities) {
         for (entity, vector) in entities.iter().zip(vectors) {
             if let Some(v) = vector {

@@ -1,0 +1,1 @@
+//! Benchmarks of freshet live in `benches/`; see `benches/README.md`.
