@@ -123,6 +123,8 @@ pub enum Rejection {
 enum Raw {
     Scalar(Scalar),
     Int(i64),
+    /// An integer above `i64::MAX`.
+    UInt(u64),
     Nested(&'static str),
 }
 
@@ -130,7 +132,7 @@ impl Raw {
     fn describe(&self) -> String {
         match self {
             Self::Scalar(s) => s.type_name().to_owned(),
-            Self::Int(_) => "a number".to_owned(),
+            Self::Int(_) | Self::UInt(_) => "a number".to_owned(),
             Self::Nested(kind) => (*kind).to_owned(),
         }
     }
@@ -151,7 +153,7 @@ impl<'de> Visitor<'de> for RawVisitor {
         Ok(Raw::Int(v))
     }
     fn visit_u64<E>(self, v: u64) -> Result<Raw, E> {
-        Ok(i64::try_from(v).map_or(Raw::Scalar(Scalar::Num(v as f64)), Raw::Int))
+        Ok(i64::try_from(v).map_or(Raw::UInt(v), Raw::Int))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Raw, E> {
         Ok(Raw::Scalar(Scalar::Num(v)))
@@ -290,6 +292,7 @@ impl EventSchema {
         match raw {
             Some(Raw::Scalar(Scalar::Str(s))) => Ok(s.into()),
             Some(Raw::Int(i)) => Ok(i.to_string()),
+            Some(Raw::UInt(u)) => Ok(u.to_string()),
             None | Some(Raw::Scalar(Scalar::Null)) => Err(Rejection::Missing(self.entity.clone())),
             Some(other) => Err(Rejection::WrongType {
                 field: self.entity.clone(),
@@ -302,6 +305,7 @@ impl EventSchema {
     fn time_of(&self, raw: Option<Raw>) -> Result<u64, Rejection> {
         let field = &self.event_time;
         match raw {
+            Some(Raw::UInt(ms)) => Ok(ms),
             Some(Raw::Int(ms)) => u64::try_from(ms).map_err(|_| Rejection::BadTime {
                 field: field.clone(),
                 reason: format!("{ms} is before 1970-01-01T00:00:00Z"),
@@ -330,6 +334,7 @@ fn check_field(name: &str, kind: FieldKind, raw: Option<Raw>) -> Result<Scalar, 
     };
     match (kind, raw) {
         (FieldKind::Number, Some(Raw::Int(i))) => Ok(Scalar::Num(i as f64)),
+        (FieldKind::Number, Some(Raw::UInt(u))) => Ok(Scalar::Num(u as f64)),
         (FieldKind::Number, Some(Raw::Scalar(Scalar::Num(n)))) => Ok(Scalar::Num(n)),
         (FieldKind::Number, None | Some(Raw::Scalar(Scalar::Null))) => {
             Err(Rejection::Missing(name.to_owned()))
@@ -337,6 +342,7 @@ fn check_field(name: &str, kind: FieldKind, raw: Option<Raw>) -> Result<Scalar, 
         (FieldKind::Number, Some(other)) => Err(wrong("a number", &other)),
         (FieldKind::Scalar, None) => Ok(Scalar::Null),
         (FieldKind::Scalar, Some(Raw::Int(i))) => Ok(Scalar::Num(i as f64)),
+        (FieldKind::Scalar, Some(Raw::UInt(u))) => Ok(Scalar::Num(u as f64)),
         (FieldKind::Scalar, Some(Raw::Scalar(s))) => Ok(s),
         (FieldKind::Scalar, Some(other)) => Err(wrong("a string, number or boolean", &other)),
     }
@@ -386,6 +392,10 @@ mod tests {
         assert_eq!(d.entity, "42");
         assert_eq!(d.ts_ms, 1_767_225_601_500);
         assert_eq!(d.values[1], Scalar::Null);
+        let big = schema()
+            .decode(br#"{"card_id":18446744073709551615,"ts":1,"amount":1}"#)
+            .expect("u64 entity");
+        assert_eq!(big.entity, "18446744073709551615");
     }
 
     #[test]

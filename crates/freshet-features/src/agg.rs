@@ -72,8 +72,83 @@ impl CompensatedSum {
         self.sum = t;
     }
 
-    fn value(self) -> f64 {
+    /// The sum as a canonical (high, low) pair: the same for any order of the same additions
+    /// up to the last bit of the low part.
+    fn normalized(&self) -> (f64, f64) {
+        let high = self.sum + self.compensation;
+        (high, self.compensation - (high - self.sum))
+    }
+
+    fn value(&self) -> f64 {
         self.sum + self.compensation
+    }
+}
+
+/// Count, sum and sum of squares, each kept as a compensated (double-double) sum, with the
+/// squares added exactly (the product and its rounding error from a fused multiply-add). The
+/// variance is then formed as `(n·Σx² − (Σx)²) / n²` in double-double arithmetic, so large,
+/// nearly equal values keep their spread, and the result does not depend on insertion order
+/// beyond the last bit of a double-double.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Moments {
+    n: u64,
+    s1: CompensatedSum,
+    s2: CompensatedSum,
+}
+
+impl Moments {
+    fn add(&mut self, x: f64, sign: f64) {
+        let sq = x * x;
+        self.s1.add(sign * x);
+        self.s2.add(sign * sq);
+        self.s2.add(sign * x.mul_add(x, -sq));
+    }
+
+    fn insert(&mut self, x: f64) {
+        self.n += 1;
+        self.add(x, 1.0);
+    }
+
+    fn remove(&mut self, x: f64) {
+        if self.n <= 1 {
+            // start afresh so rounding residue never outlives the values
+            *self = Self::default();
+            return;
+        }
+        self.n -= 1;
+        self.add(x, -1.0);
+    }
+
+    fn merge(&mut self, other: &Self) {
+        self.n += other.n;
+        self.s1.add(other.s1.sum);
+        self.s1.add(other.s1.compensation);
+        self.s2.add(other.s2.sum);
+        self.s2.add(other.s2.compensation);
+    }
+
+    fn sum(&self) -> f64 {
+        self.s1.value()
+    }
+
+    fn mean(&self) -> f64 {
+        self.s1.value() / self.n as f64
+    }
+
+    fn stddev(&self) -> f64 {
+        if self.n <= 1 {
+            return 0.0;
+        }
+        let n = self.n as f64;
+        let (a1, b1) = self.s1.normalized();
+        let (a2, b2) = self.s2.normalized();
+        // n·Σx² and (Σx)², each as a high part plus a low part
+        let p = n * a2;
+        let p_low = n.mul_add(a2, -p) + n * b2;
+        let q = a1 * a1;
+        let q_low = a1.mul_add(a1, -q) + 2.0 * a1 * b1 + b1 * b1;
+        let scaled_var = (p - q) + (p_low - q_low);
+        (scaled_var.max(0.0)).sqrt() / n
     }
 }
 
@@ -98,15 +173,8 @@ fn unordered(key: u64) -> f64 {
 /// One accumulator.
 #[derive(Debug, Clone)]
 pub(crate) enum Acc {
-    /// Sum and sum of squares.
-    Moments {
-        /// Count of numeric values held.
-        n: u64,
-        /// Σx.
-        sum: CompensatedSum,
-        /// Σx².
-        sumsq: CompensatedSum,
-    },
+    /// Count, sum and sum of squares.
+    Moments(Moments),
     /// Sorted multiset.
     MinMax(BTreeMap<u64, u32>),
     /// Smallest and largest value (no removal).
@@ -121,11 +189,7 @@ impl Acc {
     /// An empty accumulator of `kind`.
     pub(crate) fn new(kind: AccKind) -> Self {
         match kind {
-            AccKind::Moments => Self::Moments {
-                n: 0,
-                sum: CompensatedSum::default(),
-                sumsq: CompensatedSum::default(),
-            },
+            AccKind::Moments => Self::Moments(Moments::default()),
             AccKind::MinMax => Self::MinMax(BTreeMap::new()),
             AccKind::Extremes => Self::Extremes(None),
             AccKind::Quantile => Self::Quantile(DdSketch::new()),
@@ -136,11 +200,9 @@ impl Acc {
     /// Adds a value.
     pub(crate) fn insert(&mut self, v: Val) {
         match self {
-            Self::Moments { n, sum, sumsq } => {
+            Self::Moments(m) => {
                 if let Some(x) = v.num() {
-                    *n += 1;
-                    sum.add(x);
-                    sumsq.add(x * x);
+                    m.insert(x);
                 }
             }
             Self::MinMax(set) => {
@@ -169,17 +231,9 @@ impl Acc {
     /// Removes a value inserted before.
     pub(crate) fn remove(&mut self, v: Val) {
         match self {
-            Self::Moments { n, sum, sumsq } => {
+            Self::Moments(m) => {
                 if let Some(x) = v.num() {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        // start afresh so rounding residue never outlives the values
-                        *sum = CompensatedSum::default();
-                        *sumsq = CompensatedSum::default();
-                    } else {
-                        sum.add(-x);
-                        sumsq.add(-(x * x));
-                    }
+                    m.remove(x);
                 }
             }
             Self::MinMax(set) => {
@@ -205,11 +259,7 @@ impl Acc {
     /// Empties the accumulator, keeping its allocations.
     pub(crate) fn clear(&mut self) {
         match self {
-            Self::Moments { n, sum, sumsq } => {
-                *n = 0;
-                *sum = CompensatedSum::default();
-                *sumsq = CompensatedSum::default();
-            }
+            Self::Moments(m) => *m = Moments::default(),
             Self::MinMax(set) => set.clear(),
             Self::Extremes(e) => *e = None,
             Self::Quantile(sketch) => *sketch = DdSketch::new(),
@@ -220,18 +270,7 @@ impl Acc {
     /// Adds every value of `other` (same kind).
     pub(crate) fn merge(&mut self, other: &Self) {
         match (self, other) {
-            (
-                Self::Moments { n, sum, sumsq },
-                Self::Moments {
-                    n: n2,
-                    sum: s2,
-                    sumsq: q2,
-                },
-            ) => {
-                *n += n2;
-                sum.add(s2.value());
-                sumsq.add(q2.value());
-            }
+            (Self::Moments(a), Self::Moments(b)) => a.merge(b),
             (Self::MinMax(a), Self::MinMax(b)) => {
                 for (k, c) in b {
                     *a.entry(*k).or_insert(0) += c;
@@ -291,19 +330,11 @@ pub(crate) fn read(output: Output, n: u64, accs: &[Acc]) -> FeatureValue {
     let value = match output {
         Output::Count => return count(usize::try_from(n).unwrap_or(usize::MAX)),
         Output::Sum(i) | Output::Mean(i) | Output::Stddev(i) => match &accs[i] {
-            Acc::Moments { n, sum, sumsq } if *n > 0 => {
-                let nf = *n as f64;
-                let (s, q) = (sum.value(), sumsq.value());
-                match output {
-                    Output::Sum(_) => Some(s),
-                    Output::Mean(_) => Some(s / nf),
-                    _ if *n == 1 => Some(0.0),
-                    _ => {
-                        let mean = s / nf;
-                        Some((q / nf - mean * mean).max(0.0).sqrt())
-                    }
-                }
-            }
+            Acc::Moments(m) if m.n > 0 => Some(match output {
+                Output::Sum(_) => m.sum(),
+                Output::Mean(_) => m.mean(),
+                _ => m.stddev(),
+            }),
             _ => None,
         },
         Output::Min(i) | Output::Max(i) => match &accs[i] {

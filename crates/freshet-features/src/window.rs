@@ -141,6 +141,9 @@ struct KeyState {
     cont: Vec<ContState>,
     hop: Vec<HopState>,
     dirty: bool,
+    /// The ttl removed the key from the store; its window state stays until it drains, so
+    /// windows still open are computed and reported as if the key had stayed.
+    expired: bool,
 }
 
 /// All state of one view on one worker.
@@ -189,9 +192,9 @@ impl ViewState {
         }
     }
 
-    /// Number of keys held.
+    /// Number of keys held in the store (not removed by the ttl).
     pub(crate) fn key_count(&self) -> usize {
-        self.index.len()
+        self.keys.iter().flatten().filter(|k| !k.expired).count()
     }
 
     fn key_slot(&mut self, entity: &str) -> u32 {
@@ -215,6 +218,7 @@ impl ViewState {
                 })
                 .collect(),
             dirty: false,
+            expired: false,
         };
         let entity = state.entity.clone();
         let slot = match self.free.pop() {
@@ -252,6 +256,7 @@ impl ViewState {
             return;
         };
         key.latest_ts = key.latest_ts.max(ts);
+        key.expired = false;
         if !last_fields.is_empty() && key.last.as_ref().is_none_or(|(t, _, _)| ts >= *t) {
             let values = last_fields
                 .iter()
@@ -425,24 +430,31 @@ impl ViewState {
         }
     }
 
+    /// Removes keys whose latest event is `ttl` or more older than `h` from the store, and drops
+    /// their state once no window holds their events any more.
     fn sweep_ttl(&mut self, h: u64, ttl: u64, writes: &mut Vec<StoreWrite>) {
-        let expired: Vec<u32> = self
-            .keys
-            .iter()
-            .enumerate()
-            .filter_map(|(i, k)| {
-                k.as_ref()
-                    .filter(|k| h.saturating_sub(k.latest_ts) >= ttl)
-                    .map(|_| i as u32)
-            })
-            .collect();
-        for slot in expired {
-            if let Some(key) = self.keys[slot as usize].take() {
-                self.index.remove(&key.entity);
-                self.free.push(slot);
+        let mut drained = Vec::new();
+        for (slot, key) in self.keys.iter_mut().enumerate() {
+            let Some(key) = key else { continue };
+            if h.saturating_sub(key.latest_ts) < ttl {
+                continue;
+            }
+            if !key.expired {
+                key.expired = true;
                 writes.push(StoreWrite::Delete {
                     entity: key.entity.to_string(),
                 });
+            }
+            let empty = key.cont.iter().all(|c| c.times.is_empty())
+                && key.hop.iter().all(|p| p.panes.is_empty());
+            if empty {
+                drained.push(slot as u32);
+            }
+        }
+        for slot in drained {
+            if let Some(key) = self.keys[slot as usize].take() {
+                self.index.remove(&key.entity);
+                self.free.push(slot);
             }
         }
     }
@@ -486,6 +498,9 @@ impl ViewState {
             let Some(Some(key)) = self.keys.get(slot as usize) else {
                 continue;
             };
+            if key.expired {
+                continue;
+            }
             writes.push(StoreWrite::Upsert {
                 entity: key.entity.to_string(),
                 vector: self.vector(key, h),

@@ -1046,12 +1046,11 @@ fn rfc3339_formatting_round_trips_known_instants() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Known bugs, each with a minimal reproduction; `cargo test -- --ignored` runs them.
+// Regressions: minimal reproductions of bugs found by the cases above.
 
-/// Same oracle with a ttl shorter than the windows: the ttl sweep that runs mid-stream drops
-/// window state the spec still counts (see `ttl_sweep_mid_stream_drops_window_state`).
+/// Same oracle with a ttl shorter than the windows: the ttl sweep that runs mid-stream must not
+/// drop window state the spec still counts (see `ttl_sweep_mid_stream_drops_window_state`).
 #[test]
-#[ignore = "bug in freshet-features window.rs: mid-stream ttl sweep drops pending window state"]
 fn ttl_shorter_than_windows() {
     let views = vec![View {
         name: "short_ttl",
@@ -1104,10 +1103,9 @@ fn ttl_shorter_than_windows() {
 /// `c@1s, a@1s, b@5s x4094` (one read batch: the head reaches 5s and the ttl sweep removes a
 /// and c, 4s old), then `a@7.5s, b@10s`. At the end (t_end = 10s) the spec gives: a (2.5s old)
 /// n_1m = 2 and n_10s = 2 for [0, 10s); c has left the store but its closed window [0, 10s)
-/// held one event, so the changelog has it. freshet loses c's window (every run with 1 worker)
-/// and, depending on scheduling, a's first event (n_1m = n_10s = 1).
+/// held one event, so the changelog has it. (An earlier sweep dropped c's window and, depending
+/// on scheduling, a's first event.)
 #[test]
-#[ignore = "bug in freshet-features window.rs: mid-stream ttl sweep drops pending window state"]
 fn ttl_sweep_mid_stream_drops_window_state() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pipeline = dir.path().join("pipeline.toml");
@@ -1169,13 +1167,10 @@ fn ttl_sweep_mid_stream_drops_window_state() {
 }
 
 /// Population stddev of values with a large mean and a small spread (money amounts such as
-/// 123456.78): freshet computes `sqrt(Σx²/n - mean²)`, which cancels catastrophically; the
-/// result is off by far more than the stated 1e-9 relative / 1e-6 absolute tolerance
-/// (123456.78, 123456.79 → 0.004784 instead of 0.005; 1000000.01, .02, .03 → 0.0 instead of
-/// 0.008165), in continuous and tumbling windows alike. The random streams above keep amounts
-/// below 1000, where the error stays inside the tolerance.
+/// 123456.78): a plain `sqrt(Σx²/n - mean²)` cancels catastrophically (123456.78, 123456.79 →
+/// 0.004784 instead of 0.005; 1000000.01, .02, .03 → 0.0 instead of 0.008165), in continuous
+/// and tumbling windows alike; the result must stay within 1e-9 relative / 1e-6 absolute.
 #[test]
-#[ignore = "bug in freshet-features agg.rs: stddev from Σx² cancels catastrophically"]
 fn stddev_of_large_nearly_equal_values() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pipeline = dir.path().join("pipeline.toml");
