@@ -266,7 +266,7 @@ impl fmt::Display for SpecError {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read pipeline file {}: {source}", path.display())]
+    #[error("cannot read pipeline file {}", path.display())]
     Io {
         /// The path that was tried.
         path: PathBuf,
