@@ -81,12 +81,20 @@ impl ContState {
         if head.is_some_and(|h| ts.saturating_add(length) <= h) {
             return; // already outside the window: it would enter and leave at once
         }
-        let pos = self.times.partition_point(|t| *t <= ts);
-        self.times.insert(pos, ts);
         let stride = group.fields.len();
-        for (i, v) in row.iter().enumerate() {
-            self.values.insert(pos * stride + i, *v);
-        }
+        // most events arrive in time order: append without searching
+        let pos = if self.times.back().is_none_or(|last| *last <= ts) {
+            self.times.push_back(ts);
+            self.values.extend(row.iter().copied());
+            self.times.len() - 1
+        } else {
+            let pos = self.times.partition_point(|t| *t <= ts);
+            self.times.insert(pos, ts);
+            for (i, v) in row.iter().enumerate() {
+                self.values.insert(pos * stride + i, *v);
+            }
+            pos
+        };
         if head.is_some_and(|h| ts <= h) {
             self.apply(group, pos, true);
             self.active += 1;
