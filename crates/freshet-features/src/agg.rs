@@ -387,6 +387,100 @@ pub(crate) fn scalar_value(scalar: &Scalar) -> FeatureValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn naive(output: Output, values: &[f64]) -> FeatureValue {
+        let n = values.len();
+        if n == 0 {
+            return read(output, 0, &[]);
+        }
+        let sum: f64 = values.iter().sum();
+        let mean = sum / n as f64;
+        match output {
+            Output::Count => FeatureValue::Int(n as i64),
+            Output::Sum(_) => FeatureValue::Float(sum),
+            Output::Mean(_) => FeatureValue::Float(mean),
+            Output::Stddev(_) => FeatureValue::Float(
+                (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64).sqrt(),
+            ),
+            Output::Min(_) => {
+                FeatureValue::Float(values.iter().copied().fold(f64::INFINITY, f64::min))
+            }
+            Output::Max(_) => {
+                FeatureValue::Float(values.iter().copied().fold(f64::NEG_INFINITY, f64::max))
+            }
+            Output::CountDistinct(_) | Output::ApproxCountDistinct(_) => {
+                let mut bits: Vec<u64> = values.iter().map(|v| v.to_bits()).collect();
+                bits.sort_unstable();
+                bits.dedup();
+                FeatureValue::Int(bits.len() as i64)
+            }
+            Output::Quantile(_, _) => FeatureValue::Null,
+        }
+    }
+
+    fn close(a: &FeatureValue, b: &FeatureValue) -> bool {
+        match (a, b) {
+            (FeatureValue::Float(x), FeatureValue::Float(y)) => {
+                (x - y).abs() <= 1e-9 * x.abs().max(y.abs()) + 1e-6
+            }
+            _ => a == b,
+        }
+    }
+
+    proptest! {
+        /// Insert a stream, remove a prefix of it (a sliding window), compare with a
+        /// from-scratch computation over what remains.
+        #[test]
+        fn insert_then_remove_equals_recomputation(
+            values in prop::collection::vec(prop_oneof![-1e6f64..1e6, 0.0f64..10.0, Just(42.0)], 1..300),
+            removed in 0usize..300,
+        ) {
+            let removed = removed.min(values.len());
+            let kinds = [AccKind::Moments, AccKind::MinMax, AccKind::Distinct];
+            let mut accs: Vec<Acc> = kinds.iter().map(|k| Acc::new(*k)).collect();
+            for v in &values {
+                accs.iter_mut().for_each(|a| a.insert(Val::Num(*v)));
+            }
+            for v in &values[..removed] {
+                accs.iter_mut().for_each(|a| a.remove(Val::Num(*v)));
+            }
+            let rest = &values[removed..];
+            let n = rest.len() as u64;
+            for output in [Output::Count, Output::Sum(0), Output::Mean(0), Output::Stddev(0),
+                           Output::Min(1), Output::Max(1), Output::CountDistinct(2)] {
+                let got = read(output, n, &accs);
+                let want = naive(output, rest);
+                prop_assert!(close(&got, &want), "{output:?}: got {got:?}, want {want:?}");
+            }
+        }
+
+        /// Panes merged in any grouping give the same window as one accumulator over all values.
+        #[test]
+        fn merged_panes_equal_one_accumulator(
+            panes in prop::collection::vec(prop::collection::vec(-1e4f64..1e4, 0..40), 1..8),
+        ) {
+            let kinds = [AccKind::Moments, AccKind::Extremes, AccKind::Distinct];
+            let mut merged: Vec<Acc> = kinds.iter().map(|k| Acc::new(*k)).collect();
+            for pane in &panes {
+                let mut accs: Vec<Acc> = kinds.iter().map(|k| Acc::new(*k)).collect();
+                for v in pane {
+                    accs.iter_mut().for_each(|a| a.insert(Val::Num(*v)));
+                }
+                for (m, a) in merged.iter_mut().zip(&accs) {
+                    m.merge(a);
+                }
+            }
+            let all: Vec<f64> = panes.concat();
+            let n = all.len() as u64;
+            for output in [Output::Count, Output::Sum(0), Output::Mean(0), Output::Stddev(0),
+                           Output::Min(1), Output::Max(1), Output::CountDistinct(2)] {
+                let got = read(output, n, &merged);
+                let want = naive(output, &all);
+                prop_assert!(close(&got, &want), "{output:?}: got {got:?}, want {want:?}");
+            }
+        }
+    }
 
     #[test]
     fn ordered_keys_sort_like_floats() {

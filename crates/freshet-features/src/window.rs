@@ -40,6 +40,13 @@ pub struct ClosedWindow {
     pub value: FeatureValue,
 }
 
+/// Ends of the hopping windows `[k*slide, k*slide + length)` that contain time `ts`: the
+/// windows ending after `ts`'s pane and at most `length` after its start.
+pub fn window_ends(ts: u64, length: u64, slide: u64) -> impl Iterator<Item = u64> {
+    let pane = ts - ts % slide;
+    (1..=length / slide).map(move |i| pane + i * slide)
+}
+
 /// Events of one key in one continuous window, sorted by event time.
 #[derive(Debug)]
 struct ContState {
@@ -305,12 +312,8 @@ impl ViewState {
             {
                 let accs = group.accs.iter().map(|(k, _)| Acc::new(*k)).collect();
                 state.panes.insert(pos, (pane, 0, accs));
-                let mut end = pane + slide;
-                while end <= pane + length {
-                    if end > closed {
-                        self.closing[g].entry(end).or_default().push(slot);
-                    }
-                    end += slide;
+                for end in window_ends(ts, length, slide).filter(|end| *end > closed) {
+                    self.closing[g].entry(end).or_default().push(slot);
                 }
             }
             let (_, n, accs) = &mut state.panes[pos];
@@ -536,5 +539,33 @@ impl ViewState {
     /// The current head, if any.
     pub(crate) fn head(&self) -> Option<u64> {
         self.head
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_ends;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn window_ends_are_exactly_the_windows_holding_the_event(
+            ts in 0u64..10_000_000,
+            slide in 1u64..5_000,
+            factor in 1u64..12,
+        ) {
+            let length = slide * factor;
+            let got: Vec<u64> = window_ends(ts, length, slide).collect();
+            // brute force over every window start k*slide near ts
+            let mut want = Vec::new();
+            let first_k = (ts.saturating_sub(length)) / slide;
+            for k in first_k..=ts / slide + 1 {
+                let (start, end) = (k * slide, k * slide + length);
+                if start <= ts && ts < end {
+                    want.push(end);
+                }
+            }
+            prop_assert_eq!(got, want);
+        }
     }
 }
