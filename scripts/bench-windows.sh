@@ -11,7 +11,7 @@
 #                             bytewax pathway pyflink (default: all of them)
 #   BENCH_DIR=DIR             data, builds and results (default: target/bench)
 #   FRESHET_BIN=PATH          use this binary instead of `cargo build --release -p freshet`
-#   FRESHET_PEERS_DIR=DIR     peer scripts (default: ../shared/peers, then /work/shared/peers)
+#   FRESHET_PEERS_DIR=DIR     peer scripts (default: ../shared/peers beside the checkout)
 #   PEERS_VENV=DIR            venv with bytewax and pathway (default /tmp/peers-venv)
 #   PEERS_VENV_FLINK=DIR      venv with apache-flink (default /tmp/peers-venv-flink)
 set -euo pipefail
@@ -31,10 +31,8 @@ PEERS_VENV_FLINK=${PEERS_VENV_FLINK:-/tmp/peers-venv-flink}
 
 if [ -n "${FRESHET_PEERS_DIR:-}" ]; then
   PEERS=$FRESHET_PEERS_DIR
-elif [ -d "$ROOT/../shared/peers" ]; then
-  PEERS=$(cd "$ROOT/../shared/peers" && pwd)
 else
-  PEERS=/work/shared/peers
+  PEERS=$(cd "$ROOT/.." && pwd)/shared/peers
 fi
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
