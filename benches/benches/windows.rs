@@ -47,6 +47,7 @@ fn run_once(spec: &PipelineSpec, input: &Arc<[u8]>, workers: usize) {
         store: Arc::new(freshet_store::MemoryStore::new()),
         changelog: Arc::new(Discard),
         dead_letters: Arc::new(Discard),
+        drift: Arc::new(freshet_features::DiscardDrift),
         metrics: Arc::new(PipelineMetrics::new()),
         flush_interval: Duration::from_secs(1),
     };

@@ -6,10 +6,14 @@
 //! - [`event`]: decoding of JSON events into the fields a pipeline reads, with typed rejections;
 //! - [`store`]: the online-store contract ([`store::OnlineStore`]) that the dataflow writes and the
 //!   serving layer reads, so neither has to compile a store backend;
+//! - [`drift`]: drift-monitoring results and the board of current monitor states that the HTTP
+//!   layer reads;
 //! - [`metrics`]: process-wide counters shared by the dataflow, the CLI and the HTTP layer.
 //!
-//! This crate depends on no engine, broker or store client.
+//! This crate depends on no engine, broker or store client (only on freshet-drift's pure
+//! statistics, for the measure names and alert rules of `[[drift]]`).
 
+pub mod drift;
 pub mod duration;
 pub mod event;
 pub mod generate;

@@ -1,11 +1,11 @@
-//! The pipeline file: one TOML document declaring sources, feature views, the online store and
-//! the HTTP listener.
+//! The pipeline file: one TOML document declaring sources, feature views, drift monitors, the
+//! online store and the HTTP listener.
 //!
 //! Parsing rejects unknown keys; [`PipelineSpec::from_toml`] then runs every cross-field check in
 //! one validation step that does no I/O. Every error names the file, the line and the column and
 //! says what was expected ([`SpecError`]).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::duration::HumanDuration;
+
+pub use freshet_drift::Measure;
 
 /// Allowed lateness when a source does not set one: events must arrive in event-time order.
 pub const DEFAULT_ALLOWED_LATENESS: HumanDuration = HumanDuration::from_millis(0);
@@ -43,6 +45,9 @@ pub struct PipelineSpec {
     /// Feature views (`[[feature_view]]`).
     #[serde(default, rename = "feature_view")]
     pub feature_views: Vec<Spanned<FeatureViewSpec>>,
+    /// Drift monitors (`[[drift]]`).
+    #[serde(default, rename = "drift")]
+    pub drift: Vec<Spanned<DriftSpec>>,
 }
 
 /// `[kafka]`: how to reach the brokers.
@@ -239,6 +244,168 @@ pub struct FeatureSpec {
     pub q: Option<f64>,
 }
 
+/// `[[drift]]`: a drift monitor over event fields, comparing tumbling event-time windows with a
+/// reference profile and raising alerts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftSpec {
+    /// Monitor name, used in drift.jsonl, `/v1/drift`, metric labels and reference snapshots.
+    pub name: String,
+    /// Monitored event fields as `source.field` (e.g. `transactions.amount`).
+    pub features: Vec<String>,
+    /// Where the reference profiles come from.
+    pub reference: ReferenceSpec,
+    /// Length of the tumbling event-time windows `[k*window, (k+1)*window)` compared with the
+    /// reference.
+    pub window: HumanDuration,
+    /// Measures computed per window (default: all five). Numeric fields get `psi`, `ks`,
+    /// `jensen_shannon` and `wasserstein`; categorical fields `psi`, `jensen_shannon` and
+    /// `chi_square`; a measure that does not apply to a field's kind is skipped for it.
+    #[serde(default = "default_methods")]
+    pub methods: Vec<Measure>,
+    /// Alert thresholds and hysteresis (default: no thresholds, so no alerts).
+    #[serde(default)]
+    pub alert: DriftAlertSpec,
+    /// Field kinds by field name (`{ value = "numeric" }`); a field not named here takes the kind
+    /// of its first non-null reference value: a number is numeric, a string or boolean
+    /// categorical.
+    #[serde(default)]
+    pub kinds: BTreeMap<String, DriftFieldKind>,
+    /// Profile sizes of numeric fields (bins, reference and window sample sizes).
+    #[serde(default)]
+    pub numeric: freshet_drift::NumericConfig,
+    /// Profile sizes of categorical fields (top-K categories, reference summary size).
+    #[serde(default)]
+    pub categorical: freshet_drift::CategoricalConfig,
+}
+
+fn default_methods() -> Vec<Measure> {
+    Measure::ALL.to_vec()
+}
+
+/// `reference = { kind = .. }`: how a drift monitor gets its reference profiles.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ReferenceSpec {
+    /// The start of the run: the first `duration` of event time, or the first `events` events
+    /// (exactly one of the two).
+    First {
+        /// Event time `[t0, t0 + duration)`, t0 = the time of the first event of the source.
+        #[serde(default)]
+        duration: Option<HumanDuration>,
+        /// The first N events of the source.
+        #[serde(default)]
+        events: Option<u64>,
+    },
+    /// A pinned snapshot written by `freshet drift snapshot`; a relative path is relative to the
+    /// pipeline file's directory.
+    File {
+        /// The snapshot file.
+        path: PathBuf,
+    },
+}
+
+/// How a monitored field is profiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftFieldKind {
+    /// Quantile bins and a sample: PSI, KS, Jensen–Shannon, Wasserstein.
+    Numeric,
+    /// Top-K categories plus "other": PSI, Jensen–Shannon, chi-square.
+    Categorical,
+}
+
+/// `alert = { .. }`: per-measure thresholds and the hysteresis shared by them.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftAlertSpec {
+    /// PSI at or above this breaches.
+    #[serde(default)]
+    pub psi: Option<f64>,
+    /// A KS p-value below this breaches.
+    #[serde(default)]
+    pub ks_p: Option<f64>,
+    /// Jensen–Shannon distance at or above this breaches.
+    #[serde(default)]
+    pub jensen_shannon: Option<f64>,
+    /// Normed Wasserstein distance at or above this breaches.
+    #[serde(default)]
+    pub wasserstein: Option<f64>,
+    /// A chi-square p-value below this breaches.
+    #[serde(default)]
+    pub chi_square_p: Option<f64>,
+    /// Consecutive breaching windows before an alert fires (default 2).
+    #[serde(default = "default_fire_after")]
+    pub fire_after: u32,
+    /// Consecutive calm windows before a firing alert clears (default 3).
+    #[serde(default = "default_clear_after")]
+    pub clear_after: u32,
+}
+
+const fn default_fire_after() -> u32 {
+    freshet_drift::alert::DEFAULT_FIRE_AFTER
+}
+
+const fn default_clear_after() -> u32 {
+    freshet_drift::alert::DEFAULT_CLEAR_AFTER
+}
+
+impl Default for DriftAlertSpec {
+    fn default() -> Self {
+        Self {
+            psi: None,
+            ks_p: None,
+            jensen_shannon: None,
+            wasserstein: None,
+            chi_square_p: None,
+            fire_after: default_fire_after(),
+            clear_after: default_clear_after(),
+        }
+    }
+}
+
+impl DriftAlertSpec {
+    /// The configured threshold of `measure`, if any.
+    pub fn threshold(&self, measure: Measure) -> Option<f64> {
+        match measure {
+            Measure::Psi => self.psi,
+            Measure::Ks => self.ks_p,
+            Measure::JensenShannon => self.jensen_shannon,
+            Measure::Wasserstein => self.wasserstein,
+            Measure::ChiSquare => self.chi_square_p,
+        }
+    }
+
+    /// The alert rule of `measure`, when it has a threshold.
+    pub fn rule(&self, measure: Measure) -> Option<freshet_drift::AlertRule> {
+        self.threshold(measure)
+            .map(|threshold| freshet_drift::AlertRule {
+                threshold,
+                direction: freshet_drift::Direction::for_measure(measure),
+                fire_after: self.fire_after,
+                clear_after: self.clear_after,
+            })
+    }
+}
+
+/// The name of a measure's key in `alert = { .. }`.
+pub const fn alert_key(measure: Measure) -> &'static str {
+    match measure {
+        Measure::Psi => "psi",
+        Measure::Ks => "ks_p",
+        Measure::JensenShannon => "jensen_shannon",
+        Measure::Wasserstein => "wasserstein",
+        Measure::ChiSquare => "chi_square_p",
+    }
+}
+
+impl DriftSpec {
+    /// The monitored features as (source, field) pairs; call on a validated spec.
+    pub fn feature_refs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.features.iter().filter_map(|f| f.split_once('.'))
+    }
+}
+
 /// A pipeline-file error: where it is and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct SpecError {
@@ -407,6 +574,129 @@ impl PipelineSpec {
                     .map_err(|m| errors.at(fat, format!("feature `{}`: {m}", f.name)))?;
             }
         }
+        let mut drift_names = HashSet::new();
+        for monitor in &self.drift {
+            let at = monitor.span().start;
+            let d = monitor.get_ref();
+            check_name(errors, at, "drift", &d.name)?;
+            if !drift_names.insert(d.name.as_str()) {
+                return Err(errors.at(at, format!("duplicate drift name `{}`", d.name)));
+            }
+            self.validate_drift(d)
+                .map_err(|m| errors.at(at, format!("drift `{}`: {m}", d.name)))?;
+        }
+        Ok(())
+    }
+
+    fn validate_drift(&self, d: &DriftSpec) -> Result<(), String> {
+        if d.features.is_empty() {
+            return Err("declares no features; expected features = [\"source.field\", ..]".into());
+        }
+        let mut seen = HashSet::new();
+        for feature in &d.features {
+            let Some((source, field)) = feature.split_once('.') else {
+                return Err(format!(
+                    "feature `{feature}`: expected `source.field` (e.g. \"transactions.amount\")"
+                ));
+            };
+            if field.is_empty() || source.is_empty() {
+                return Err(format!("feature `{feature}`: expected `source.field`"));
+            }
+            let Some(s) = self.source(source) else {
+                let known: Vec<&str> = self
+                    .sources
+                    .iter()
+                    .map(|s| s.get_ref().name.as_str())
+                    .collect();
+                return Err(format!(
+                    "feature `{feature}` reads source `{source}`, which is not declared; expected one of: {}",
+                    if known.is_empty() { "(no [[source]] declared)".to_owned() } else { known.join(", ") }
+                ));
+            };
+            if field == s.entity || field == s.event_time {
+                return Err(format!(
+                    "feature `{feature}`: `{field}` is the source's entity or event_time field, not a monitorable value"
+                ));
+            }
+            if !seen.insert(feature.as_str()) {
+                return Err(format!("duplicate feature `{feature}`"));
+            }
+        }
+        match &d.reference {
+            ReferenceSpec::First { duration, events } => match (duration, events) {
+                (Some(t), None) if t.as_ms() > 0 => {}
+                (None, Some(n)) if *n > 0 => {}
+                (Some(_), None) => return Err("reference duration must be positive".into()),
+                (None, Some(_)) => return Err("reference events must be positive".into()),
+                _ => {
+                    return Err(
+                        "reference kind = \"first\" needs exactly one of duration = \"..\" or events = N"
+                            .into(),
+                    )
+                }
+            },
+            ReferenceSpec::File { path } => {
+                if path.as_os_str().is_empty() {
+                    return Err("reference kind = \"file\" needs path = \"ref.json\"".into());
+                }
+            }
+        }
+        if d.window.as_ms() == 0 {
+            return Err("window must be positive".into());
+        }
+        if d.methods.is_empty() {
+            return Err(
+                "methods is empty; expected some of psi, ks, jensen_shannon, wasserstein, chi_square".into(),
+            );
+        }
+        let mut methods = HashSet::new();
+        for m in &d.methods {
+            if !methods.insert(*m) {
+                return Err(format!("method `{}` listed twice", m.name()));
+            }
+        }
+        for m in Measure::ALL {
+            let Some(threshold) = d.alert.threshold(m) else {
+                continue;
+            };
+            let key = alert_key(m);
+            if !methods.contains(&m) {
+                return Err(format!(
+                    "alert.{key} is set but `{}` is not in methods",
+                    m.name()
+                ));
+            }
+            let ok = threshold.is_finite()
+                && if m.fires_above() {
+                    threshold > 0.0
+                } else {
+                    threshold > 0.0 && threshold < 1.0
+                };
+            if !ok {
+                return Err(format!(
+                    "alert.{key} = {threshold}: expected {}",
+                    if m.fires_above() {
+                        "a positive number"
+                    } else {
+                        "a p-value in (0, 1)"
+                    }
+                ));
+            }
+        }
+        if d.alert.fire_after == 0 || d.alert.clear_after == 0 {
+            return Err("alert fire_after and clear_after must be at least 1".into());
+        }
+        for field in d.kinds.keys() {
+            if !d.feature_refs().any(|(_, f)| f == field) {
+                return Err(format!(
+                    "kinds: `{field}` is not the field of any feature of this monitor (write the field name, e.g. {{ amount = \"numeric\" }})"
+                ));
+            }
+        }
+        d.numeric.validate().map_err(|e| format!("numeric: {e}"))?;
+        d.categorical
+            .validate()
+            .map_err(|e| format!("categorical: {e}"))?;
         Ok(())
     }
 }

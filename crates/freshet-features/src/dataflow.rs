@@ -2,6 +2,9 @@
 //! worker that owns the key, and a keyed-state window operator per feature view keeps the
 //! windows, driven by the frontier.
 //!
+//! A source with `[[drift]]` monitors also feeds a drift operator (see [`crate::drift`]), which
+//! gathers that source's events on worker 0.
+//!
 //! Progress: a source holds its capability at `watermark + 1` (time 0 means "no head yet"), so
 //! the frontier at the window operators is the global watermark (the minimum over every
 //! worker's partitions). At end of input each source reports its largest event time to every
@@ -23,6 +26,7 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Exchange;
 
+use crate::drift::{drift_operator, DriftSink};
 use crate::plan::{SourcePlan, ViewPlan};
 use crate::source::{
     head, keep_late, poll_partition, Classified, DeadLetter, Partition, PartitionReader, ReadState,
@@ -63,6 +67,8 @@ pub struct Outputs {
     pub changelog: Arc<dyn ChangelogSink>,
     /// Rejected and late records.
     pub dead_letters: Arc<dyn DeadLetterSink>,
+    /// Drift windows, alerts and frozen references.
+    pub drift: Arc<dyn DriftSink>,
     /// Counters.
     pub metrics: Arc<PipelineMetrics>,
     /// How often changed vectors are flushed to the store.
@@ -91,7 +97,7 @@ pub struct RunStats {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-enum Record {
+pub(crate) enum Record {
     Event(Decoded),
     End { to: u64, clock_ms: Option<u64> },
 }
@@ -157,6 +163,14 @@ pub fn run(
             };
             worker.dataflow::<u64, _, _>(|scope| {
                 let records = source_operator(scope, plan.clone(), parts, outputs, failure);
+                if !plan.drift.is_empty() {
+                    drift_operator(
+                        &records,
+                        plan.drift.iter().cloned().map(Arc::new).collect(),
+                        outputs.drift.clone(),
+                        failure.clone(),
+                    );
+                }
                 let exchanged = records.exchange(|r: &Record| match r {
                     Record::Event(e) => key_hash(&e.entity),
                     Record::End { to, .. } => *to,
@@ -185,14 +199,14 @@ pub fn run(
     Ok(RunStats { entities })
 }
 
-fn fail(slot: &Mutex<Option<RunError>>, error: RunError) {
+pub(crate) fn fail(slot: &Mutex<Option<RunError>>, error: RunError) {
     if let Ok(mut slot) = slot.lock() {
         slot.get_or_insert(error);
     }
 }
 
 type Scope<'a> = timely::dataflow::Scope<'a, u64>;
-type RecordStream<'a> = timely::dataflow::Stream<'a, u64, Vec<Record>>;
+pub(crate) type RecordStream<'a> = timely::dataflow::Stream<'a, u64, Vec<Record>>;
 
 fn source_operator<'a>(
     scope: Scope<'a>,

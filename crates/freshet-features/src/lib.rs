@@ -2,7 +2,8 @@
 //!
 //! [`plan::compile`] turns a pipeline spec into per-source plans; [`run`] runs them on a number
 //! of worker threads, writing feature vectors to an [`freshet_core::store::OnlineStore`], closed
-//! windows to a [`ChangelogSink`] and rejected or late records to a [`DeadLetterSink`].
+//! windows to a [`ChangelogSink`], drift windows and alerts to a [`drift::DriftSink`] and
+//! rejected or late records to a [`DeadLetterSink`].
 //!
 //! Guarantees: event time drives every window; late events never change a window; the store
 //! receives idempotent upserts only; results do not depend on the number of workers. The window
@@ -10,6 +11,7 @@
 
 mod agg;
 mod dataflow;
+pub mod drift;
 pub mod plan;
 pub mod sketch;
 pub mod source;
@@ -19,3 +21,4 @@ pub use dataflow::{
     run, ChangelogSink, DeadLetterSink, Outputs, Partitions, ReaderFactory, RunError, RunStats,
     DEFAULT_FLUSH_INTERVAL, READ_BATCH_RECORDS,
 };
+pub use drift::{DiscardDrift, DriftSink};

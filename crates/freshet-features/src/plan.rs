@@ -1,5 +1,6 @@
-//! Compilation of a pipeline spec into per-source plans: which fields to decode, and for each
-//! feature view the window groups, accumulators and output order.
+//! Compilation of a pipeline spec into per-source plans: which fields to decode, for each
+//! feature view the window groups, accumulators and output order, and the drift monitors that
+//! read the source.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -101,6 +102,8 @@ pub struct SourcePlan {
     pub idle_timeout: std::time::Duration,
     /// Views fed by this source.
     pub views: Vec<ViewPlan>,
+    /// Drift monitors reading fields of this source.
+    pub drift: Vec<crate::drift::DriftPlan>,
 }
 
 /// Compiles a validated spec into one plan per source.
@@ -128,6 +131,10 @@ pub fn compile(spec: &PipelineSpec) -> Vec<SourcePlan> {
                 .filter(|v| v.source == s.name)
                 .map(|v| compile_view(v, &mut slot_of))
                 .collect();
+            let monitors: Vec<_> = spec.drift.iter().map(|d| d.get_ref()).collect();
+            let drift = crate::drift::compile(&monitors, &s.name, &mut |field| {
+                slot_of(field, FieldKind::Scalar)
+            });
             SourcePlan {
                 name: s.name.clone(),
                 schema: EventSchema {
@@ -139,6 +146,7 @@ pub fn compile(spec: &PipelineSpec) -> Vec<SourcePlan> {
                 late_policy: s.late_policy,
                 idle_timeout: s.idle_timeout.as_duration(),
                 views,
+                drift,
             }
         })
         .collect()

@@ -556,13 +556,15 @@ mod tests {
         ) {
             let length = slide * factor;
             let got: Vec<u64> = window_ends(ts, length, slide).collect();
-            // brute force over every window start k*slide near ts
+            // brute force over every window start k*slide near ts; near the epoch some windows
+            // holding ts start before 0 (k < 0), so this counts in signed integers
             let mut want = Vec::new();
-            let first_k = (ts.saturating_sub(length)) / slide;
-            for k in first_k..=ts / slide + 1 {
-                let (start, end) = (k * slide, k * slide + length);
-                if start <= ts && ts < end {
-                    want.push(end);
+            let (ts_i, length_i, slide_i) = (ts as i64, length as i64, slide as i64);
+            let first_k = (ts_i - length_i).div_euclid(slide_i);
+            for k in first_k..=ts_i / slide_i + 1 {
+                let (start, end) = (k * slide_i, k * slide_i + length_i);
+                if start <= ts_i && ts_i < end {
+                    want.push(end as u64);
                 }
             }
             prop_assert_eq!(got, want);

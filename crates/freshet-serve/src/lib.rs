@@ -5,10 +5,12 @@
 //! - `GET /v1/features/{view}/{entity}`: one entity's features;
 //! - `POST /v1/features` with `{"view": .., "entities": [..]}`: many entities in one store call,
 //!   answered in request order, at most [`MAX_ENTITIES_PER_REQUEST`] per request;
+//! - `GET /v1/drift`: the current state of every drift monitor and feature: reference, latest
+//!   window measures and alert states;
 //! - `GET /healthz`: `{"status":"ok"}` (200) or `{"status":"degraded"}` (503), see
 //!   [`AppState::set_health`];
 //! - `GET /metrics`: Prometheus text exposition of the pipeline counters, store sizes and request
-//!   latencies.
+//!   latencies, and drift alert gauges and the evaluated-window counter.
 //!
 //! Guarantees: a response carries whole feature vectors as the store held them, never a
 //! half-written one, each with the event time (`as_of`, epoch ms) it is valid as of. Every error
@@ -42,6 +44,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/features/{view}/{entity}", get(features::get_one))
         .route("/v1/features", post(features::get_many))
+        .route("/v1/drift", get(state::drift))
         .route("/healthz", get(state::healthz))
         .route("/metrics", get(telemetry::metrics))
         .fallback(error::no_route)

@@ -1,5 +1,5 @@
-//! The state every handler shares: the store, the pipeline counters, the health flag and the
-//! request-latency histograms.
+//! The state every handler shares: the store, the pipeline counters, the drift board, the health
+//! flag and the request-latency histograms.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use freshet_core::drift::DriftBoard;
 use freshet_core::metrics::PipelineMetrics;
 use freshet_core::store::OnlineStore;
 
@@ -54,6 +55,7 @@ pub struct AppState {
     pub(crate) store: Arc<dyn OnlineStore>,
     pub(crate) pipeline: Arc<PipelineMetrics>,
     pub(crate) http: Arc<HttpMetrics>,
+    pub(crate) drift: Option<Arc<DriftBoard>>,
     health: Arc<AtomicU8>,
 }
 
@@ -64,8 +66,16 @@ impl AppState {
             store,
             pipeline,
             http: Arc::new(HttpMetrics::default()),
+            drift: None,
             health: Arc::new(AtomicU8::new(HealthStatus::Ok.to_u8())),
         }
+    }
+
+    /// Adds the drift board that `/v1/drift` and the `freshet_drift_*` metrics read.
+    #[must_use]
+    pub fn with_drift(mut self, board: Arc<DriftBoard>) -> Self {
+        self.drift = Some(board);
+        self
     }
 
     /// The store the API reads.
@@ -110,4 +120,14 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
         Json(serde_json::json!({ "status": health.as_str() })),
     )
         .into_response()
+}
+
+/// `GET /v1/drift`: every monitor's current state (`{"monitors": []}` without monitors).
+pub(crate) async fn drift(State(state): State<AppState>) -> Response {
+    let monitors = state
+        .drift
+        .as_ref()
+        .map(|board| board.snapshot())
+        .unwrap_or_default();
+    Json(serde_json::json!({ "monitors": monitors })).into_response()
 }

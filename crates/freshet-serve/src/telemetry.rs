@@ -1,7 +1,8 @@
 //! `GET /metrics` in the Prometheus text format, and the middleware that times every request.
 //!
 //! Label values are bounded: `route` is the matched route template (or `unmatched`), `status`
-//! the status class (`2xx`..`5xx`), `view` a registered view name.
+//! the status class (`2xx`..`5xx`), `view` a registered view name, `monitor`, `feature` and
+//! `measure` come from the pipeline's `[[drift]]` monitors.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -116,6 +117,9 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let mut out = String::with_capacity(4096);
     render_pipeline(&mut out, &state.pipeline, now_ms());
     render_store(&mut out, &state);
+    if let Some(board) = &state.drift {
+        render_drift(&mut out, board);
+    }
     render_http(&mut out, &state.http.snapshot());
     (
         StatusCode::OK,
@@ -216,6 +220,36 @@ fn render_store(out: &mut String, state: &AppState) {
                 );
             }
             Err(e) => tracing::warn!(view = %view, error = %e, "cannot count store entities"),
+        }
+    }
+}
+
+fn render_drift(out: &mut String, board: &freshet_core::drift::DriftBoard) {
+    family(
+        out,
+        "freshet_drift_windows_total",
+        "counter",
+        "Drift windows evaluated, over every monitor and feature.",
+    );
+    let _ = writeln!(out, "freshet_drift_windows_total {}", board.windows_total());
+    family(
+        out,
+        "freshet_drift_alerts_firing",
+        "gauge",
+        "1 while a drift alert fires, else 0.",
+    );
+    for monitor in board.snapshot() {
+        for feature in &monitor.features {
+            for alert in &feature.alerts {
+                let _ = writeln!(
+                    out,
+                    "freshet_drift_alerts_firing{{monitor=\"{}\",feature=\"{}\",measure=\"{}\"}} {}",
+                    escape_label(&monitor.name),
+                    escape_label(&feature.feature),
+                    alert.measure.name(),
+                    u8::from(alert.firing_since.is_some())
+                );
+            }
         }
     }
 }

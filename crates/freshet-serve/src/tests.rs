@@ -353,3 +353,93 @@ async fn serve_answers_the_blocking_client_and_shuts_down() {
     stop.send(()).expect("server still running");
     server.await.expect("server task").expect("serve");
 }
+
+#[tokio::test]
+async fn drift_state_and_metrics() {
+    use freshet_core::drift::{DriftAlert, DriftBoard, DriftWindow};
+    use freshet_core::spec::{DriftFieldKind, Measure, PipelineSpec};
+    let spec = PipelineSpec::from_toml(
+        r#"
+[[source]]
+name = "s"
+entity = "id"
+event_time = "ts"
+
+[[drift]]
+name = "d"
+features = ["s.value", "s.category"]
+reference = { kind = "first", events = 100 }
+window = "10s"
+alert = { psi = 0.1, ks_p = 0.001, chi_square_p = 0.001 }
+"#,
+        std::path::Path::new("p.toml"),
+    )
+    .expect("valid pipeline");
+    let board = Arc::new(DriftBoard::new(&spec));
+    board.reference_ready("d", "s.category", DriftFieldKind::Categorical, 100);
+    board.record_window(&DriftWindow {
+        monitor: "d".into(),
+        feature: "s.category".into(),
+        window_start_ms: 10_000,
+        window_end_ms: 20_000,
+        count: 5,
+        missing: 0,
+        measures: [("psi", 0.3), ("chi_square_p", 1e-9)].into_iter().collect(),
+    });
+    board.record_alert(&DriftAlert {
+        monitor: "d".into(),
+        feature: "s.category".into(),
+        measure: Measure::Psi,
+        transition: freshet_core::drift::Transition::Fired,
+        value: 0.3,
+        threshold: 0.1,
+        window_end_ms: 20_000,
+    });
+    let app = app(state().with_drift(board));
+
+    let (status, body) = json_of(get(&app, "/v1/drift").await).await;
+    assert_eq!(status, StatusCode::OK);
+    let features = &body["monitors"][0]["features"];
+    assert_eq!(features[0]["feature"], "s.value");
+    assert_eq!(features[0]["kind"], Value::Null);
+    let category = &features[1];
+    assert_eq!(category["kind"], "categorical");
+    assert_eq!(category["latest"]["measures"]["psi"], 0.3);
+    let alerts: Vec<(&str, &str)> = category["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .map(|a| {
+            (
+                a["measure"].as_str().unwrap_or(""),
+                a["state"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(alerts, [("psi", "firing"), ("chi_square", "ok")]);
+
+    let metrics = body_text(get(&app, "/metrics").await).await;
+    assert!(
+        metrics.contains("freshet_drift_windows_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "freshet_drift_alerts_firing{monitor=\"d\",feature=\"s.category\",measure=\"psi\"} 1\n"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "freshet_drift_alerts_firing{monitor=\"d\",feature=\"s.value\",measure=\"ks\"} 0\n"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn drift_without_monitors_is_empty() {
+    let app = app(state());
+    let (_, body) = json_of(get(&app, "/v1/drift").await).await;
+    assert_eq!(body, json!({"monitors": []}));
+}

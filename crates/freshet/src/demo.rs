@@ -1,7 +1,9 @@
-//! `freshet demo`: the pipeline of `deploy/pipelines/foundation.toml` on generated card
-//! transactions (zipf-distributed cards and merchants, 5 % out of order by up to 3 s so some are
-//! late, a few malformed records, and a shift of amounts and countries half-way), with the
-//! embedded store, the HTTP API on 127.0.0.1, live progress and a few feature vectors.
+//! `freshet demo`: the pipeline of `deploy/pipelines/foundation.toml` plus a drift monitor
+//! ([`DEMO_DRIFT`]) on generated card transactions (zipf-distributed cards and merchants, 5 % out
+//! of order by up to 3 s so some are late, a few malformed records, and a shift of amounts and
+//! countries during the middle third of a `--duration` run), with the embedded store, the HTTP
+//! API on 127.0.0.1, live progress, a few feature vectors and drift alerts as they fire and
+//! clear.
 
 use std::collections::HashMap;
 use std::io;
@@ -12,18 +14,35 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Args;
+use freshet_core::drift::{DriftAlert, DriftBoard, DriftWindow};
 use freshet_core::generate::TxnGenerator;
 use freshet_core::metrics::PipelineMetrics;
 use freshet_core::spec::PipelineSpec;
 use freshet_core::store::OnlineStore;
 use freshet_core::HumanDuration;
+use freshet_features::drift::FeatureReference;
 use freshet_features::source::{PartitionReader, ReadState};
-use freshet_features::{ChangelogSink, DeadLetterSink, Outputs, ReaderFactory};
+use freshet_features::{ChangelogSink, DeadLetterSink, DriftSink, Outputs, ReaderFactory};
 
 use crate::output::{dead_letter_json, feature_json};
 
-/// The demo pipeline: the foundation acceptance example.
-const DEMO_PIPELINE: &str = include_str!("../../../deploy/pipelines/foundation.toml");
+/// The drift monitor the demo adds to the foundation pipeline. Event time runs `--speed` (10)
+/// times faster than wall time, so the reference is the first 12 s of wall time and a window 3 s.
+/// The reference is four windows long because the chi-square test takes the reference
+/// proportions as exact: its statistic is inflated by about 1 + window / reference under no
+/// drift, and a reference as short as a window would give false alarms.
+const DEMO_DRIFT: &str = r#"
+[[drift]]
+name = "card_drift"
+features = ["transactions.amount", "transactions.country"]
+reference = { kind = "first", duration = "2m" }
+window = "30s"
+methods = ["psi", "ks", "jensen_shannon", "wasserstein", "chi_square"]
+alert = { psi = 0.2, ks_p = 0.001, chi_square_p = 0.001, fire_after = 2, clear_after = 3 }
+"#;
+
+/// The foundation acceptance example; the demo appends [`DEMO_DRIFT`] to it.
+const FOUNDATION_PIPELINE: &str = include_str!("../../../deploy/pipelines/foundation.toml");
 
 /// Arguments of `freshet demo`.
 #[derive(Args)]
@@ -69,9 +88,15 @@ struct Generator {
 }
 
 impl Generator {
+    /// Shifted during the middle third of a run with a deadline (so drift alerts fire, then
+    /// clear), else every other minute.
     fn shifted(&self) -> bool {
         match self.deadline {
-            Some(d) => Instant::now() >= self.started + (d - self.started) / 2,
+            Some(d) => {
+                let third = (d - self.started) / 3;
+                let now = Instant::now();
+                now >= self.started + third && now < self.started + 2 * third
+            }
             None => (self.started.elapsed().as_secs() / 60) % 2 == 1,
         }
     }
@@ -121,9 +146,62 @@ impl DeadLetterSink for CountingSink {
     }
 }
 
+/// Prints drift references and alert transitions as they happen and keeps the board that
+/// `/v1/drift` serves.
+struct DemoDrift {
+    board: Arc<DriftBoard>,
+    started: Instant,
+}
+
+impl DriftSink for DemoDrift {
+    fn reference(&self, monitor: &str, feature: &str, reference: &FeatureReference) {
+        self.board
+            .reference_ready(monitor, feature, reference.kind(), reference.count());
+        println!(
+            "[{:>5.1}s] drift {monitor}: reference of {feature} ready ({}, {} values)",
+            self.started.elapsed().as_secs_f64(),
+            reference.kind().name(),
+            reference.count()
+        );
+    }
+
+    fn window(&self, window: &DriftWindow) {
+        self.board.record_window(window);
+    }
+
+    fn alert(&self, alert: &DriftAlert) {
+        self.board.record_alert(alert);
+        let comparison = if alert.measure.fires_above() {
+            format!(
+                "{} = {:.4} (threshold {})",
+                alert.measure.name(),
+                alert.value,
+                alert.threshold
+            )
+        } else {
+            format!(
+                "{} p-value = {:.2e} (threshold {})",
+                alert.measure.name(),
+                alert.value,
+                alert.threshold
+            )
+        };
+        println!(
+            "[{:>5.1}s] DRIFT ALERT {}: {} {} {comparison}, window ending {}",
+            self.started.elapsed().as_secs_f64(),
+            alert.state_name().to_uppercase(),
+            alert.monitor,
+            alert.feature,
+            alert.window_end_ms
+        );
+    }
+}
+
 /// Runs `freshet demo`.
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
-    let spec = PipelineSpec::from_toml(DEMO_PIPELINE, Path::new("<demo pipeline>"))?;
+    let pipeline = format!("{FOUNDATION_PIPELINE}{DEMO_DRIFT}");
+    let spec = PipelineSpec::from_toml(&pipeline, Path::new("<demo pipeline>"))?;
+    let board = Arc::new(DriftBoard::new(&spec));
     let store: Arc<dyn OnlineStore> = Arc::new(freshet_store::MemoryStore::new());
     let metrics = Arc::new(PipelineMetrics::new());
     let sink = Arc::new(CountingSink {
@@ -139,7 +217,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let state = freshet_serve::AppState::new(store.clone(), metrics.clone());
+    let state =
+        freshet_serve::AppState::new(store.clone(), metrics.clone()).with_drift(board.clone());
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(freshet_serve::serve(listener, state, async {
         let _ = shutdown_rx.await;
@@ -157,6 +236,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         args.rate, args.cards, args.speed
     );
     println!("  try: curl http://{addr}/v1/features/card/c0000000   |   freshet query --view card c0000000 c0000001");
+    println!("       curl http://{addr}/v1/drift   (amounts and countries shift during the middle third of a --duration run)");
     let deadline = args.duration.map(|d| Instant::now() + d.as_duration());
     let generator_args = (args.rate, args.cards, args.speed.max(1), stop.clone());
     let factory: ReaderFactory = Arc::new(move |index, _peers| {
@@ -184,6 +264,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         store: store.clone(),
         changelog: sink.clone(),
         dead_letters: sink.clone(),
+        drift: Arc::new(DemoDrift {
+            board: board.clone(),
+            started: Instant::now(),
+        }),
         metrics: metrics.clone(),
         flush_interval: Duration::from_millis(100),
     };

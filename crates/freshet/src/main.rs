@@ -2,6 +2,8 @@
 //! and query a running instance.
 
 mod demo;
+mod drift;
+mod kafka_cmds;
 mod output;
 mod replay;
 
@@ -35,6 +37,16 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Run the pipeline on generated transaction traffic with the embedded store and serve HTTP.
     Demo(demo::DemoArgs),
+    /// Create or check the Kafka topics described by the topic files.
+    Topics {
+        #[command(subcommand)]
+        command: kafka_cmds::TopicsCommand,
+    },
+    /// Load a JSON-lines file into a Kafka topic, keyed by entity.
+    Produce(kafka_cmds::ProduceArgs),
+    /// Drift monitoring tools (`freshet drift snapshot`).
+    #[command(subcommand)]
+    Drift(drift::DriftCommand),
     /// Ask a running freshet for the features of some entities.
     Query {
         /// Feature view.
@@ -62,6 +74,9 @@ fn main() -> ExitCode {
         Command::Check { pipeline } => check(&pipeline),
         Command::Replay(args) => replay::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Drift(command) => drift::run(&command),
+        Command::Topics { command } => kafka_cmds::topics(&command),
+        Command::Produce(args) => kafka_cmds::produce(&args),
         Command::Query {
             view,
             entities,
@@ -84,8 +99,13 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         .iter()
         .map(|v| v.get_ref().features.len())
         .sum();
+    let drift = if spec.drift.is_empty() {
+        String::new()
+    } else {
+        format!(", {} drift monitors", spec.drift.len())
+    };
     println!(
-        "{}: ok ({} sources, {} feature views, {} features)",
+        "{}: ok ({} sources, {} feature views, {} features{drift})",
         path.display(),
         spec.sources.len(),
         spec.feature_views.len(),

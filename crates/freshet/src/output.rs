@@ -1,16 +1,19 @@
-//! JSON-lines sinks for closed windows and dead letters, the features dump, and process stats.
+//! JSON-lines sinks for closed windows, drift results and dead letters, the features dump, and
+//! process stats.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use anyhow::Context;
+use freshet_core::drift::{DriftAlert, DriftWindow};
 use freshet_core::store::FeatureValue;
 use freshet_core::store::OnlineStore;
 use freshet_features::source::DeadLetter;
 use freshet_features::window::ClosedWindow;
-use freshet_features::{ChangelogSink, DeadLetterSink};
+use freshet_features::{ChangelogSink, DeadLetterSink, DriftSink};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -93,6 +96,72 @@ impl ChangelogSink for JsonLines {
 impl DeadLetterSink for JsonLines {
     fn write(&self, letter: DeadLetter) {
         self.write_lines(std::iter::once(dead_letter_json(&letter)));
+    }
+}
+
+/// The JSON form of a drift window (a `"kind":"window"` line of drift.jsonl).
+pub fn drift_window_json(w: &DriftWindow) -> Value {
+    json!({
+        "kind": "window",
+        "monitor": w.monitor,
+        "feature": w.feature,
+        "window_start": w.window_start_ms,
+        "window_end": w.window_end_ms,
+        "count": w.count,
+        "missing": w.missing,
+        "measures": w.measures,
+    })
+}
+
+/// The JSON form of an alert transition (a `"kind":"alert"` line of drift.jsonl).
+pub fn drift_alert_json(a: &DriftAlert) -> Value {
+    json!({
+        "kind": "alert",
+        "state": a.state_name(),
+        "monitor": a.monitor,
+        "feature": a.feature,
+        "measure": a.measure.name(),
+        "value": a.value,
+        "threshold": a.threshold,
+        "window_end": a.window_end_ms,
+    })
+}
+
+/// drift.jsonl: evaluated windows and alert transitions, counted.
+pub struct DriftLines {
+    lines: JsonLines,
+    /// Windows written.
+    pub windows: AtomicU64,
+    /// Alert transitions written.
+    pub alerts: AtomicU64,
+}
+
+impl DriftLines {
+    pub fn create(path: &Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            lines: JsonLines::create(path)?,
+            windows: AtomicU64::new(0),
+            alerts: AtomicU64::new(0),
+        })
+    }
+
+    /// Flushes the file and reports the first error of any write.
+    pub fn finish(&self) -> anyhow::Result<()> {
+        self.lines.finish()
+    }
+}
+
+impl DriftSink for DriftLines {
+    fn window(&self, window: &DriftWindow) {
+        self.windows.fetch_add(1, Ordering::Relaxed);
+        self.lines
+            .write_lines(std::iter::once(drift_window_json(window)));
+    }
+
+    fn alert(&self, alert: &DriftAlert) {
+        self.alerts.fetch_add(1, Ordering::Relaxed);
+        self.lines
+            .write_lines(std::iter::once(drift_alert_json(alert)));
     }
 }
 

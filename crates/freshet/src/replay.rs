@@ -16,7 +16,7 @@ use freshet_features::source::{FileReader, PartitionReader};
 use freshet_features::{Outputs, ReaderFactory};
 use serde_json::json;
 
-use crate::output::{dump_features, peak_rss_bytes, JsonLines};
+use crate::output::{dump_features, peak_rss_bytes, DriftLines, JsonLines};
 
 /// Replay writes changed vectors to the store at most this often; nothing reads the store
 /// before the end of input, so fewer intermediate writes only save work.
@@ -31,7 +31,7 @@ pub struct ReplayArgs {
     /// `SOURCE=FILE.jsonl`; repeat for several files (each file is one partition).
     #[arg(long = "input", required = true, value_parser = parse_input)]
     inputs: Vec<(String, PathBuf)>,
-    /// Directory for features.jsonl, changelog.jsonl and dead_letter.jsonl.
+    /// Directory for features.jsonl, changelog.jsonl, drift.jsonl and dead_letter.jsonl.
     #[arg(long)]
     out: PathBuf,
     /// Worker threads.
@@ -39,7 +39,7 @@ pub struct ReplayArgs {
     workers: usize,
 }
 
-fn parse_input(s: &str) -> Result<(String, PathBuf), String> {
+pub fn parse_input(s: &str) -> Result<(String, PathBuf), String> {
     let (name, path) = s
         .split_once('=')
         .ok_or_else(|| format!("`{s}`: expected SOURCE=FILE"))?;
@@ -102,15 +102,17 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         Arc::new(freshet_store::MemoryStore::new());
     let changelog = Arc::new(JsonLines::create(&args.out.join("changelog.jsonl"))?);
     let dead_letters = Arc::new(JsonLines::create(&args.out.join("dead_letter.jsonl"))?);
+    let drift = Arc::new(DriftLines::create(&args.out.join("drift.jsonl"))?);
     let metrics = Arc::new(PipelineMetrics::new());
     let outputs = Outputs {
         store: store.clone(),
         changelog: changelog.clone(),
         dead_letters: dead_letters.clone(),
+        drift: drift.clone(),
         metrics: metrics.clone(),
         flush_interval: REPLAY_FLUSH_INTERVAL,
     };
-    let plans = freshet_features::plan::compile(&spec);
+    let plans = compile(&spec, &args.pipeline)?;
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     let progress = std::io::stderr()
@@ -125,9 +127,10 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     changelog.finish()?;
     dead_letters.finish()?;
+    drift.finish()?;
     dump_features(&*store, &args.out.join("features.jsonl"))?;
     let events = PipelineMetrics::get(&metrics.events_total);
-    let summary = json!({
+    let mut summary = json!({
         "events": events,
         "seconds": (seconds * 1000.0).round() / 1000.0,
         "events_per_s": (events as f64 / seconds.max(1e-9)).round(),
@@ -138,8 +141,24 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         "workers": args.workers,
         "peak_rss_mb": peak_rss_bytes().map(|b| (b as f64 / 1_048_576.0 * 10.0).round() / 10.0),
     });
+    if !spec.drift.is_empty() {
+        summary["drift_windows"] = drift.windows.load(Ordering::Relaxed).into();
+        summary["drift_alerts"] = drift.alerts.load(Ordering::Relaxed).into();
+    }
     println!("{summary}");
     Ok(())
+}
+
+/// Compiles `spec` and loads the pinned drift references it names (relative to the pipeline
+/// file's directory).
+pub fn compile(
+    spec: &PipelineSpec,
+    pipeline: &std::path::Path,
+) -> anyhow::Result<Vec<freshet_features::plan::SourcePlan>> {
+    let mut plans = freshet_features::plan::compile(spec);
+    let base = pipeline.parent().unwrap_or(std::path::Path::new("."));
+    freshet_features::drift::load_references(&mut plans, base)?;
+    Ok(plans)
 }
 
 fn spawn_progress(

@@ -19,3 +19,132 @@ fn unknown_key_names_file_and_line() {
     assert_eq!((err.file.as_path(), err.line), (Path::new("p.toml"), 5));
     assert!(err.message.contains("unknown field `colour`"), "{err}");
 }
+
+const DRIFT_SOURCE: &str = "[[source]]\nname = \"stream\"\nentity = \"id\"\nevent_time = \"ts\"\n";
+
+fn drift(body: &str) -> Result<PipelineSpec, SpecError> {
+    parse(&format!("{DRIFT_SOURCE}\n[[drift]]\nname = \"d\"\n{body}"))
+}
+
+#[test]
+fn the_drift_example_parses() {
+    let text = include_str!("../../../../deploy/pipelines/drift.toml");
+    let spec = parse(text).expect("the drift acceptance pipeline is valid");
+    let d = spec.drift[0].get_ref();
+    assert_eq!(d.features, ["stream.value", "stream.category"]);
+    assert_eq!(
+        d.reference,
+        ReferenceSpec::First {
+            duration: Some(HumanDuration::from_secs(100)),
+            events: None
+        }
+    );
+    assert_eq!(d.window.as_ms(), 10_000);
+    assert_eq!(d.methods, Measure::ALL);
+    assert_eq!(d.alert.threshold(Measure::Ks), Some(0.001));
+    assert_eq!(d.alert.threshold(Measure::Wasserstein), None);
+    assert_eq!((d.alert.fire_after, d.alert.clear_after), (2, 3));
+}
+
+#[test]
+fn drift_defaults_and_other_references() {
+    let spec = drift(
+        "features = [\"stream.v\"]\nreference = { kind = \"file\", path = \"ref.json\" }\nwindow = \"1m\"\nkinds = { v = \"categorical\" }\n",
+    )
+    .expect("valid");
+    let d = spec.drift[0].get_ref();
+    assert_eq!(d.methods, Measure::ALL);
+    assert_eq!(d.alert.rule(Measure::Psi), None);
+    assert_eq!(d.kinds.get("v"), Some(&DriftFieldKind::Categorical));
+    drift("features = [\"stream.v\"]\nreference = { kind = \"first\", events = 10 }\nwindow = \"1m\"\n")
+        .expect("valid");
+}
+
+#[test]
+fn drift_unknown_method_is_named() {
+    let err = drift(
+        "features = [\"stream.v\"]\nreference = { kind = \"first\", events = 10 }\nwindow = \"1m\"\nmethods = [\"psi\", \"kl\"]\n",
+    )
+    .expect_err("unknown method");
+    assert!(err.message.contains("unknown variant `kl`"), "{err}");
+    assert!(
+        err.message.contains("chi_square"),
+        "lists the known ones: {err}"
+    );
+    assert_eq!(err.line, 11, "points at the methods line");
+}
+
+#[test]
+fn drift_feature_must_be_source_dot_field() {
+    let err = drift(
+        "features = [\"value\"]\nreference = { kind = \"first\", events = 10 }\nwindow = \"1m\"\n",
+    )
+    .expect_err("no source");
+    assert!(
+        err.message
+            .contains("drift `d`: feature `value`: expected `source.field`"),
+        "{err}"
+    );
+    assert_eq!(err.line, 6, "points at the [[drift]] table");
+}
+
+#[test]
+fn drift_unknown_source_lists_the_declared_ones() {
+    let err = drift("features = [\"other.v\"]\nreference = { kind = \"first\", events = 10 }\nwindow = \"1m\"\n")
+        .expect_err("unknown source");
+    assert!(
+        err.message
+            .contains("reads source `other`, which is not declared; expected one of: stream"),
+        "{err}"
+    );
+}
+
+#[test]
+fn drift_reference_is_required_and_checked() {
+    let err = drift("features = [\"stream.v\"]\nwindow = \"1m\"\n").expect_err("no reference");
+    assert!(err.message.contains("missing field `reference`"), "{err}");
+    let err =
+        drift("features = [\"stream.v\"]\nreference = { kind = \"first\" }\nwindow = \"1m\"\n")
+            .expect_err("neither duration nor events");
+    assert!(err.message.contains("exactly one of duration"), "{err}");
+    let err =
+        drift("features = [\"stream.v\"]\nreference = { kind = \"last\" }\nwindow = \"1m\"\n")
+            .expect_err("unknown kind");
+    assert!(err.message.contains("unknown variant `last`"), "{err}");
+    let err = drift(
+        "features = [\"stream.v\"]\nreference = { kind = \"first\", events = 1, colour = 2 }\nwindow = \"1m\"\n",
+    )
+    .expect_err("unknown key");
+    assert!(err.message.contains("colour"), "{err}");
+}
+
+#[test]
+fn drift_cross_field_checks() {
+    let base = "features = [\"stream.v\"]\nreference = { kind = \"first\", events = 10 }\nwindow = \"1m\"\n";
+    let cases = [
+        (
+            "methods = [\"psi\"]\nalert = { ks_p = 0.01 }\n",
+            "alert.ks_p is set but `ks` is not in methods",
+        ),
+        ("alert = { ks_p = 2.0 }\n", "a p-value in (0, 1)"),
+        ("alert = { psi = 0.1, fire_after = 0 }\n", "at least 1"),
+        ("methods = []\n", "methods is empty"),
+        ("methods = [\"psi\", \"psi\"]\n", "listed twice"),
+        (
+            "kinds = { w = \"numeric\" }\n",
+            "kinds: `w` is not the field",
+        ),
+    ];
+    for (extra, want) in cases {
+        let err = drift(&format!("{base}{extra}")).expect_err(extra);
+        assert!(err.message.contains(want), "{extra}: {err}");
+    }
+    let err = drift("features = [\"stream.ts\"]\nreference = { kind = \"first\", events = 10 }\nwindow = \"1m\"\n")
+        .expect_err("event time field");
+    assert!(err.message.contains("entity or event_time"), "{err}");
+    let err = parse(&format!(
+        "{DRIFT_SOURCE}[[drift]]\nname = \"d\"\nfeatures = [\"stream.v\"]\nreference = {{ kind = \"first\", events = 1 }}\nwindow = \"1m\"\n[[drift]]\nname = \"d\"\nfeatures = [\"stream.v\"]\nreference = {{ kind = \"first\", events = 1 }}\nwindow = \"1m\"\n"
+    ))
+    .expect_err("duplicate");
+    assert!(err.message.contains("duplicate drift name `d`"), "{err}");
+}

@@ -1,0 +1,339 @@
+//! Producers: a shared [`KafkaProducer`], and the dead-letter and changelog sinks built on it.
+//!
+//! A send waits only while librdkafka's local queue is full: it polls for deliveries and retries,
+//! for up to [`QUEUE_FULL_WAIT`]. Any other send error, and every failed delivery, is logged and
+//! kept, and [`KafkaProducer::finish`] reports it (the sinks' `write` cannot return an error). Dead letters keep the
+//! original bytes as payload and carry the reason and origin in headers (see
+//! [`HEADER_REASON`] and the others).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use freshet_core::store::FeatureValue;
+use freshet_features::source::DeadLetter;
+use freshet_features::window::ClosedWindow;
+use freshet_features::{ChangelogSink, DeadLetterSink};
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use serde::Serialize;
+
+use crate::client::{
+    fetch_metadata, is_transient_code, partition_count, producer_config, Error, CONNECT_TIMEOUT,
+};
+
+/// How long a send waits for room in a full local queue before it is reported as failed.
+pub const QUEUE_FULL_WAIT: Duration = Duration::from_secs(30);
+/// Suffix of the default dead-letter topic of a source topic.
+pub const DEAD_LETTER_SUFFIX: &str = ".dead_letter";
+/// Dead-letter header: why the record was not processed.
+pub const HEADER_REASON: &str = "freshet.reason";
+/// Dead-letter header: the pipeline source the record came from.
+pub const HEADER_SOURCE: &str = "freshet.source";
+/// Dead-letter header: the topic the record came from.
+pub const HEADER_TOPIC: &str = "freshet.topic";
+/// Dead-letter header: its partition, decimal.
+pub const HEADER_PARTITION: &str = "freshet.partition";
+/// Dead-letter header: its offset, decimal.
+pub const HEADER_OFFSET: &str = "freshet.offset";
+
+/// The default dead-letter topic of `source_topic`: `<source_topic>.dead_letter`.
+pub fn dead_letter_topic(source_topic: &str) -> String {
+    format!("{source_topic}{DEAD_LETTER_SUFFIX}")
+}
+
+/// Counts deliveries and keeps the first failure.
+#[derive(Default)]
+pub struct DeliveryTracker {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl DeliveryTracker {
+    fn fail(&self, topic: &str, error: &dyn std::fmt::Display) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(topic, %error, "kafka produce failed");
+        if let Ok(mut first) = self.first_error.lock() {
+            first.get_or_insert_with(|| format!("topic `{topic}`: {error}"));
+        }
+    }
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, message)) => self.fail(message.topic(), error),
+        }
+    }
+}
+
+/// Messages delivered and failed so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryStats {
+    /// Acknowledged by the brokers.
+    pub delivered: u64,
+    /// Refused, or not delivered within the message timeout.
+    pub failed: u64,
+}
+
+/// A producer shared by sinks and `freshet produce`, with a background delivery thread.
+pub struct KafkaProducer {
+    producer: ThreadedProducer<DeliveryTracker>,
+    brokers: String,
+}
+
+impl KafkaProducer {
+    /// Creates a producer and checks, within `timeout`, that the brokers answer.
+    pub fn connect(brokers: &str, timeout: Duration) -> Result<Self, Error> {
+        let producer: ThreadedProducer<DeliveryTracker> = producer_config(brokers)
+            .create_with_context(DeliveryTracker::default())
+            .map_err(|e| Error::client("kafka producer", e))?;
+        fetch_metadata(producer.client(), brokers, None, timeout)?;
+        Ok(Self {
+            producer,
+            brokers: brokers.to_owned(),
+        })
+    }
+
+    /// The partition count of `topic`, or [`Error::NoSuchTopic`].
+    pub fn partition_count(&self, topic: &str) -> Result<u32, Error> {
+        partition_count(
+            self.producer.client(),
+            &self.brokers,
+            topic,
+            CONNECT_TIMEOUT,
+        )
+    }
+
+    /// Queues one message; waits (polling for deliveries) while the local queue is full.
+    pub fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), Error> {
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        let mut deadline = None;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    let deadline =
+                        *deadline.get_or_insert_with(|| Instant::now() + QUEUE_FULL_WAIT);
+                    if Instant::now() >= deadline {
+                        return Err(Error::Produce {
+                            topic: topic.to_owned(),
+                            reason: format!(
+                                "local queue still full after {}s (brokers `{}` not keeping up or away)",
+                                QUEUE_FULL_WAIT.as_secs(),
+                                self.brokers
+                            ),
+                            retryable: true,
+                        });
+                    }
+                    self.producer.poll(Duration::from_millis(10));
+                    record = back;
+                }
+                Err((error, _)) => {
+                    let retryable = error.rdkafka_error_code().is_some_and(is_transient_code);
+                    return Err(Error::Produce {
+                        topic: topic.to_owned(),
+                        reason: error.to_string(),
+                        retryable,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Deliveries so far.
+    pub fn stats(&self) -> DeliveryStats {
+        let tracker = self.producer.context();
+        DeliveryStats {
+            delivered: tracker.delivered.load(Ordering::Relaxed),
+            failed: tracker.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits up to `timeout` for every queued message, then reports the first failure, if any.
+    pub fn finish(&self, timeout: Duration) -> Result<DeliveryStats, Error> {
+        self.producer.flush(timeout).map_err(|e| Error::Produce {
+            topic: "*".to_owned(),
+            reason: format!(
+                "{} message(s) not delivered within {}s: {e}",
+                self.producer.in_flight_count(),
+                timeout.as_secs()
+            ),
+            retryable: true,
+        })?;
+        let stats = self.stats();
+        if stats.failed > 0 {
+            let first = self
+                .producer
+                .context()
+                .first_error
+                .lock()
+                .ok()
+                .and_then(|f| f.clone())
+                .unwrap_or_default();
+            return Err(Error::Produce {
+                topic: "*".to_owned(),
+                reason: format!("{} message(s) failed, first: {first}", stats.failed),
+                retryable: true,
+            });
+        }
+        Ok(stats)
+    }
+
+    fn report(&self, topic: &str, error: &Error) {
+        self.producer.context().fail(topic, error);
+    }
+}
+
+/// Sends dead letters to `<source topic>.dead_letter` (or one configured topic).
+pub struct KafkaDeadLetterSink {
+    producer: Arc<KafkaProducer>,
+    /// Source name → (source topic, dead-letter topic).
+    routes: BTreeMap<String, (String, String)>,
+    fallback: String,
+}
+
+impl KafkaDeadLetterSink {
+    /// Routes the dead letters of each source (`source → topic`) to `topic` + `.dead_letter`,
+    /// or all of them to `single_topic` when given. A source not in `topics` goes to
+    /// `freshet.dead_letter` (or `single_topic`).
+    pub fn new(
+        producer: Arc<KafkaProducer>,
+        topics: &BTreeMap<String, String>,
+        single_topic: Option<String>,
+    ) -> Self {
+        let routes = topics
+            .iter()
+            .map(|(source, topic)| {
+                let target = single_topic
+                    .clone()
+                    .unwrap_or_else(|| dead_letter_topic(topic));
+                (source.clone(), (topic.clone(), target))
+            })
+            .collect();
+        Self {
+            producer,
+            routes,
+            fallback: single_topic.unwrap_or_else(|| dead_letter_topic("freshet")),
+        }
+    }
+}
+
+impl DeadLetterSink for KafkaDeadLetterSink {
+    fn write(&self, letter: DeadLetter) {
+        let (source_topic, target) = match self.routes.get(&letter.source) {
+            Some((source_topic, target)) => (source_topic.as_str(), target.as_str()),
+            None => ("", self.fallback.as_str()),
+        };
+        let reason = letter.reason.to_string();
+        let partition = letter.partition.to_string();
+        let offset = letter.offset.to_string();
+        let headers = OwnedHeaders::new_with_capacity(5)
+            .insert(Header {
+                key: HEADER_REASON,
+                value: Some(reason.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_SOURCE,
+                value: Some(letter.source.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_TOPIC,
+                value: Some(source_topic),
+            })
+            .insert(Header {
+                key: HEADER_PARTITION,
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_OFFSET,
+                value: Some(offset.as_str()),
+            });
+        if let Err(e) = self
+            .producer
+            .send(target, None, &letter.record, Some(headers))
+        {
+            self.producer.report(target, &e);
+        }
+    }
+}
+
+/// One changelog message: a closed window of one entity's feature.
+#[derive(Serialize)]
+struct ChangelogRecord<'a> {
+    view: &'a str,
+    entity: &'a str,
+    feature: &'a str,
+    window_start: u64,
+    window_end: u64,
+    value: &'a FeatureValue,
+}
+
+/// Sends each closed window as one JSON object keyed by entity to a changelog topic.
+pub struct KafkaChangelogSink {
+    producer: Arc<KafkaProducer>,
+    topic: String,
+}
+
+impl KafkaChangelogSink {
+    /// Writes closed windows to `topic`.
+    pub fn new(producer: Arc<KafkaProducer>, topic: impl Into<String>) -> Self {
+        Self {
+            producer,
+            topic: topic.into(),
+        }
+    }
+}
+
+impl ChangelogSink for KafkaChangelogSink {
+    fn write(&self, windows: &[ClosedWindow]) {
+        let mut buf = Vec::with_capacity(256);
+        for w in windows {
+            buf.clear();
+            let record = ChangelogRecord {
+                view: &w.view,
+                entity: &w.entity,
+                feature: &w.feature,
+                window_start: w.window_start_ms,
+                window_end: w.window_end_ms,
+                value: &w.value,
+            };
+            let sent = serde_json::to_writer(&mut buf, &record)
+                .map_err(|e| Error::Produce {
+                    topic: self.topic.clone(),
+                    reason: e.to_string(),
+                    retryable: false,
+                })
+                .and_then(|()| {
+                    self.producer
+                        .send(&self.topic, Some(w.entity.as_bytes()), &buf, None)
+                });
+            if let Err(e) = sent {
+                self.producer.report(&self.topic, &e);
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! `freshet drift snapshot`: reads input files through the pipeline's drift monitors with the
+//! whole input as every monitor's reference, and writes the frozen reference profiles to a file
+//! that `reference = { kind = "file", path = ".." }` pins.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use freshet_core::drift::{DriftAlert, DriftWindow};
+use freshet_core::metrics::PipelineMetrics;
+use freshet_core::spec::PipelineSpec;
+use freshet_features::drift::{FeatureReference, ReferenceSnapshot, SNAPSHOT_FORMAT};
+use freshet_features::source::DeadLetter;
+use freshet_features::window::ClosedWindow;
+use freshet_features::{ChangelogSink, DeadLetterSink, DriftSink, Outputs};
+use serde_json::json;
+
+use crate::replay::{file_inputs, parse_input};
+
+/// `freshet drift ...`.
+#[derive(Subcommand)]
+pub enum DriftCommand {
+    /// Build reference profiles from input files and write them for `kind = "file"` references.
+    Snapshot(SnapshotArgs),
+}
+
+/// Arguments of `freshet drift snapshot`.
+#[derive(Args)]
+pub struct SnapshotArgs {
+    /// The pipeline file.
+    #[arg(long)]
+    pipeline: PathBuf,
+    /// `SOURCE=FILE.jsonl`; repeat for several files (each file is one partition).
+    #[arg(long = "input", required = true, value_parser = parse_input)]
+    inputs: Vec<(String, PathBuf)>,
+    /// The snapshot file to write (JSON).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Collects frozen references; ignores everything else.
+#[derive(Default)]
+struct Collector {
+    snapshot: Mutex<ReferenceSnapshot>,
+}
+
+impl DriftSink for Collector {
+    fn reference(&self, monitor: &str, feature: &str, reference: &FeatureReference) {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .monitors
+            .entry(monitor.to_owned())
+            .or_default()
+            .insert(feature.to_owned(), reference.clone());
+    }
+    fn window(&self, _window: &DriftWindow) {}
+    fn alert(&self, _alert: &DriftAlert) {}
+}
+
+impl ChangelogSink for Collector {
+    fn write(&self, _windows: &[ClosedWindow]) {}
+}
+
+impl DeadLetterSink for Collector {
+    fn write(&self, _letter: DeadLetter) {}
+}
+
+/// Runs `freshet drift ...`.
+pub fn run(command: &DriftCommand) -> anyhow::Result<()> {
+    match command {
+        DriftCommand::Snapshot(args) => snapshot(args),
+    }
+}
+
+fn snapshot(args: &SnapshotArgs) -> anyhow::Result<()> {
+    let spec = PipelineSpec::load(&args.pipeline)?;
+    if spec.drift.is_empty() {
+        bail!(
+            "{}: the pipeline declares no [[drift]] monitor",
+            args.pipeline.display()
+        );
+    }
+    let inputs = file_inputs(&spec, &args.inputs)?;
+    let mut plans = freshet_features::plan::compile(&spec);
+    for plan in &mut plans {
+        // only the drift monitors matter here; views would just cost time
+        plan.views.clear();
+    }
+    freshet_features::drift::reference_whole_input(&mut plans);
+    let collector = Arc::new(Collector::default());
+    let metrics = Arc::new(PipelineMetrics::new());
+    let outputs = Outputs {
+        store: Arc::new(freshet_store::MemoryStore::new()),
+        changelog: collector.clone(),
+        dead_letters: collector.clone(),
+        drift: collector.clone(),
+        metrics: metrics.clone(),
+        flush_interval: Duration::from_secs(1),
+    };
+    freshet_features::run(plans, inputs, 1, outputs)?;
+    let mut snapshot = std::mem::take(
+        &mut *collector
+            .snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    snapshot.format = SNAPSHOT_FORMAT.to_owned();
+    let mut missing = Vec::new();
+    for d in &spec.drift {
+        let d = d.get_ref();
+        for f in &d.features {
+            let has = snapshot
+                .monitors
+                .get(&d.name)
+                .is_some_and(|m| m.contains_key(f));
+            if !has {
+                missing.push(format!("{}/{f}", d.name));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "no usable value in the input for: {} (is the source given with --input?)",
+            missing.join(", ")
+        );
+    }
+    let text = serde_json::to_string(&snapshot)?;
+    std::fs::write(&args.out, text)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let features: Vec<serde_json::Value> = snapshot
+        .monitors
+        .iter()
+        .flat_map(|(m, fs)| {
+            fs.iter().map(move |(f, r)| {
+                json!({"monitor": m, "feature": f, "kind": r.kind().name(), "count": r.count()})
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        json!({
+            "out": args.out.display().to_string(),
+            "events": PipelineMetrics::get(&metrics.events_total),
+            "references": features,
+        })
+    );
+    Ok(())
+}
