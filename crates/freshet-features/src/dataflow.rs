@@ -233,8 +233,12 @@ fn source_operator<'a>(
                 {
                     let mut session = output.session(&*c);
                     for part in parts.iter_mut().filter(|p| !p.done) {
-                        let result =
-                            poll_partition(&plan, part, READ_BATCH_RECORDS, &mut |r| match r {
+                        let result = poll_partition(
+                            &plan,
+                            part,
+                            READ_BATCH_RECORDS,
+                            peers as usize,
+                            &mut |r| match r {
                                 Classified::Accepted(event) => {
                                     accepted += 1;
                                     session.give(Record::Event(event));
@@ -249,7 +253,8 @@ fn source_operator<'a>(
                                     rejected += 1;
                                     outputs.dead_letters.write(letter);
                                 }
-                            });
+                            },
+                        );
                         match result {
                             Ok(ReadState::More) => idle = false,
                             Ok(ReadState::Idle) => {}

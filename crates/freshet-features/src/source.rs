@@ -107,6 +107,7 @@ pub(crate) struct Partition {
     clock: Option<u64>,
     last_event: Instant,
     pub(crate) done: bool,
+    batch: LineBatch,
 }
 
 impl Partition {
@@ -117,6 +118,7 @@ impl Partition {
             clock: None,
             last_event: Instant::now(),
             done: false,
+            batch: LineBatch::default(),
         }
     }
 }
@@ -128,28 +130,73 @@ pub(crate) enum Classified {
     Rejected(DeadLetter),
 }
 
-/// Reads up to `max_records` from a partition, decoding and classifying each.
+/// Raw records of one read, in partition order: offsets and byte ranges into one buffer.
+#[derive(Default)]
+pub(crate) struct LineBatch {
+    bytes: Vec<u8>,
+    records: Vec<(u64, usize, usize)>,
+}
+
+/// Below this many records a batch is decoded on the calling thread alone.
+const PARALLEL_DECODE_MIN_RECORDS: usize = 1024;
+
+/// Reads up to `max_records` from a partition, decodes them (on `decode_threads` threads when
+/// the batch is large: decoding needs no order) and then classifies them one by one in
+/// partition order, which is what lateness depends on.
 pub(crate) fn poll_partition(
     plan: &SourcePlan,
     part: &mut Partition,
     max_records: usize,
+    decode_threads: usize,
     out: &mut dyn FnMut(Classified),
 ) -> io::Result<ReadState> {
-    let lateness = plan.lateness_ms;
-    let clock = &mut part.clock;
-    let mut any = false;
-    let id = part.id;
+    let batch = &mut part.batch;
+    batch.bytes.clear();
+    batch.records.clear();
     let state = part.reader.read(max_records, &mut |offset, bytes| {
+        let start = batch.bytes.len();
+        batch.bytes.extend_from_slice(bytes);
+        batch.records.push((offset, start, batch.bytes.len()));
+    })?;
+    let decode = |records: &[(u64, usize, usize)]| -> Vec<Result<Decoded, Rejection>> {
+        records
+            .iter()
+            .map(|(_, start, end)| plan.schema.decode(&batch.bytes[*start..*end]))
+            .collect()
+    };
+    let threads = decode_threads.max(1);
+    let decoded: Vec<Result<Decoded, Rejection>> =
+        if threads == 1 || batch.records.len() < PARALLEL_DECODE_MIN_RECORDS {
+            decode(&batch.records)
+        } else {
+            let chunk = batch.records.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let mut chunks = batch.records.chunks(chunk);
+                let first = chunks.next().unwrap_or(&[]);
+                let helpers: Vec<_> = chunks.map(|c| scope.spawn(move || decode(c))).collect();
+                let mut all = decode(first);
+                for helper in helpers {
+                    match helper.join() {
+                        Ok(part) => all.extend(part),
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    }
+                }
+                all
+            })
+        };
+    let lateness = plan.lateness_ms;
+    let mut any = false;
+    for ((offset, start, end), result) in batch.records.iter().zip(decoded) {
         let letter = |reason| DeadLetter {
             source: plan.name.clone(),
-            partition: id,
-            offset,
+            partition: part.id,
+            offset: *offset,
             reason,
-            record: bytes.to_vec(),
+            record: batch.bytes[*start..*end].to_vec(),
         };
-        match plan.schema.decode(bytes) {
+        match result {
             Err(reason) => out(Classified::Rejected(letter(reason))),
-            Ok(event) => match *clock {
+            Ok(event) => match part.clock {
                 Some(c) if event.ts_ms.saturating_add(lateness) < c => {
                     out(Classified::Late(letter(Rejection::Late {
                         ts_ms: event.ts_ms,
@@ -158,13 +205,13 @@ pub(crate) fn poll_partition(
                     })));
                 }
                 _ => {
-                    *clock = Some(clock.map_or(event.ts_ms, |c| c.max(event.ts_ms)));
+                    part.clock = Some(part.clock.map_or(event.ts_ms, |c| c.max(event.ts_ms)));
                     any = true;
                     out(Classified::Accepted(event));
                 }
             },
         }
-    })?;
+    }
     if any {
         part.last_event = Instant::now();
     }
