@@ -7,24 +7,8 @@ use freshet_drift::measures::{chi_square_gof, js_distance, ks_2samp, psi, wasser
 use freshet_drift::special::{chi_square_sf, ks_2samp_p_value};
 use freshet_drift::{CategoricalConfig, CategoricalReference, NumericConfig, NumericReference};
 
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
-    }
-    fn normal(&mut self) -> f64 {
-        let (u1, u2) = (self.uniform(), self.uniform());
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-}
+mod common;
+use common::SplitMix64;
 
 fn normals(seed: u64, n: usize, mean: f64, sd: f64) -> Vec<f64> {
     let mut g = SplitMix64(seed);
