@@ -18,6 +18,7 @@ pub mod duration;
 pub mod event;
 pub mod generate;
 pub mod metrics;
+pub mod model;
 pub mod spec;
 pub mod store;
 

@@ -3,7 +3,10 @@
 //! Counters only grow; gauges hold the latest value. All are relaxed atomics: they are
 //! monitoring figures, not synchronisation.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// Counters of the event pipeline, exposed at `/metrics` as `freshet_pipeline_*`.
 #[derive(Debug, Default)]
@@ -20,6 +23,44 @@ pub struct PipelineMetrics {
     pub watermark_ms: AtomicI64,
     /// Closed windows written to the changelog.
     pub closed_windows_total: AtomicU64,
+    /// Store write batches acknowledged.
+    pub store_writes_total: AtomicU64,
+    /// Sum of the store write batches' latencies (first attempt to acknowledgement), µs.
+    pub store_write_us_total: AtomicU64,
+    /// Largest store write batch latency, µs.
+    pub store_write_us_max: AtomicU64,
+    /// Store write attempts that failed and were retried.
+    pub store_retries_total: AtomicU64,
+    /// Whether the latest store write attempt failed (the store is unreachable).
+    pub store_degraded: AtomicBool,
+    /// Records sent to the dead-letter output (rejected, and late under `dead_letter`).
+    pub dead_letters_total: AtomicU64,
+    /// Checkpoints completed (state written, offsets committed).
+    pub checkpoints_total: AtomicU64,
+    /// Offset commits acknowledged by the broker.
+    pub commits_total: AtomicU64,
+    /// Sum of the offset commits' latencies, µs.
+    pub commit_us_total: AtomicU64,
+    /// Largest offset commit latency, µs.
+    pub commit_us_max: AtomicU64,
+    /// Per (topic, partition): the next offset to read and the partition's high watermark.
+    pub partitions: Mutex<BTreeMap<(String, u32), PartitionLag>>,
+}
+
+/// Where a consumer stands in one partition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// Offset of the next record to read.
+    pub position: u64,
+    /// Offset after the last record in the partition (as last reported by the broker).
+    pub high_watermark: u64,
+}
+
+impl PartitionLag {
+    /// Records not yet read.
+    pub fn lag(&self) -> u64 {
+        self.high_watermark.saturating_sub(self.position)
+    }
 }
 
 impl PipelineMetrics {
@@ -34,6 +75,53 @@ impl PipelineMetrics {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records one acknowledged store write batch that took `latency`.
+    pub fn record_store_write(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        Self::add(&self.store_writes_total, 1);
+        Self::add(&self.store_write_us_total, us);
+        self.store_write_us_max.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// Records one acknowledged offset commit that took `latency`.
+    pub fn record_commit(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        Self::add(&self.commits_total, 1);
+        Self::add(&self.commit_us_total, us);
+        self.commit_us_max.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// Records the next offset the consumer of `topic`/`partition` reads.
+    pub fn set_position(&self, topic: &str, partition: u32, position: u64) {
+        self.update_partition(topic, partition, |l| l.position = position);
+    }
+
+    /// Records the high watermark of `topic`/`partition`.
+    pub fn set_high_watermark(&self, topic: &str, partition: u32, high_watermark: u64) {
+        self.update_partition(topic, partition, |l| l.high_watermark = high_watermark);
+    }
+
+    fn update_partition(&self, topic: &str, partition: u32, f: impl FnOnce(&mut PartitionLag)) {
+        if let Ok(mut p) = self.partitions.lock() {
+            match p.get_mut(&(topic.to_owned(), partition)) {
+                Some(slot) => f(slot),
+                None => {
+                    let mut lag = PartitionLag::default();
+                    f(&mut lag);
+                    p.insert((topic.to_owned(), partition), lag);
+                }
+            }
+        }
+    }
+
+    /// Total records not yet read over every partition.
+    pub fn total_lag(&self) -> u64 {
+        self.partitions
+            .lock()
+            .map(|p| p.values().map(PartitionLag::lag).sum())
+            .unwrap_or(0)
     }
 
     /// Reads a counter or gauge.

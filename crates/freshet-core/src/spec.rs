@@ -86,6 +86,9 @@ pub struct StoreSpec {
     /// Connection URL, required for `redis` (`redis://host:port/db`).
     #[serde(default)]
     pub url: Option<String>,
+    /// Prefix of every Redis key (default `freshet`), so pipelines can share a database.
+    #[serde(default)]
+    pub key_prefix: Option<String>,
 }
 
 /// `[serve]`: the HTTP API.

@@ -39,6 +39,85 @@ pub const DEFAULT_MIN_WINDOW_LENGTH: u64 = 5;
 /// River's default number of values before the first check.
 pub const DEFAULT_GRACE_PERIOD: u64 = 10;
 
+const fn default_delta() -> f64 {
+    DEFAULT_DELTA
+}
+const fn default_clock() -> u64 {
+    DEFAULT_CLOCK
+}
+const fn default_max_buckets() -> usize {
+    DEFAULT_MAX_BUCKETS
+}
+const fn default_min_window_length() -> u64 {
+    DEFAULT_MIN_WINDOW_LENGTH
+}
+const fn default_grace_period() -> u64 {
+    DEFAULT_GRACE_PERIOD
+}
+
+/// ADWIN's parameters, as a pipeline file writes them (`adwin = { delta = 0.002 }`); every
+/// field defaults to River's value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdwinConfig {
+    /// Confidence δ in (0, 1): smaller means fewer false alarms and later detections.
+    #[serde(default = "default_delta")]
+    pub delta: f64,
+    /// Values between two checks for a change (≥ 1).
+    #[serde(default = "default_clock")]
+    pub clock: u64,
+    /// Buckets per row of the exponential histogram (≥ 1).
+    #[serde(default = "default_max_buckets")]
+    pub max_buckets: usize,
+    /// Smallest size of each side of a split (≥ 1).
+    #[serde(default = "default_min_window_length")]
+    pub min_window_length: u64,
+    /// Values before the first check.
+    #[serde(default = "default_grace_period")]
+    pub grace_period: u64,
+}
+
+impl Default for AdwinConfig {
+    fn default() -> Self {
+        Self {
+            delta: DEFAULT_DELTA,
+            clock: DEFAULT_CLOCK,
+            max_buckets: DEFAULT_MAX_BUCKETS,
+            min_window_length: DEFAULT_MIN_WINDOW_LENGTH,
+            grace_period: DEFAULT_GRACE_PERIOD,
+        }
+    }
+}
+
+impl AdwinConfig {
+    /// Checks the ranges; does no I/O.
+    pub fn validate(&self) -> Result<(), crate::DriftError> {
+        if !(self.delta > 0.0 && self.delta < 1.0) {
+            return Err(crate::DriftError::InvalidConfig(format!(
+                "adwin delta must be in (0, 1), got {}",
+                self.delta
+            )));
+        }
+        if self.clock == 0 || self.max_buckets == 0 || self.min_window_length == 0 {
+            return Err(crate::DriftError::InvalidConfig(
+                "adwin needs clock, max_buckets and min_window_length of at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A detector with these parameters.
+    pub fn build(&self) -> Adwin {
+        Adwin::new(
+            self.delta,
+            self.clock,
+            self.max_buckets,
+            self.min_window_length,
+            self.grace_period,
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct Bucket {
     total: f64,
@@ -61,6 +140,8 @@ pub struct Adwin {
     tick: u64,
     detections: u64,
     drift_detected: bool,
+    /// Newer minus older sub-window mean at the first cut of the latest detection.
+    change: f64,
 }
 
 impl Default for Adwin {
@@ -97,6 +178,7 @@ impl Adwin {
             tick: 0,
             detections: 0,
             drift_detected: false,
+            change: 0.0,
         }
     }
 
@@ -119,9 +201,21 @@ impl Adwin {
         self.drift_detected
     }
 
+    /// The estimated change of the mean at the latest detection: mean of the newer part W1
+    /// minus mean of the older part W0, at the first split found to be a change (0 before any
+    /// detection).
+    pub fn mean_change(&self) -> f64 {
+        self.change
+    }
+
+    /// The confidence δ.
+    pub fn delta(&self) -> f64 {
+        self.delta
+    }
+
     /// Empties the window and the clock, keeping the parameters and the detection count.
     fn restart(&mut self) {
-        let detections = self.detections;
+        let (detections, change) = (self.detections, self.change);
         *self = Self::new(
             self.delta,
             self.clock,
@@ -130,6 +224,7 @@ impl Adwin {
             self.grace_period,
         );
         self.detections = detections;
+        self.change = change;
     }
 
     /// Number of values currently in the window.
@@ -254,6 +349,9 @@ impl Adwin {
                         break 'rescan;
                     }
                     if n0 >= min && n1 >= min && self.cut(n0, n1, u0 / n0 - u1 / n1) {
+                        if !detected {
+                            self.change = u1 / n1 - u0 / n0;
+                        }
                         detected = true;
                         if self.width > 0.0 {
                             self.delete_oldest();

@@ -153,23 +153,191 @@ impl CategoricalReferenceBuilder {
         let mut counts: Vec<u64> = all.iter().map(|(_, c)| *c).collect();
         counts.push(self.total.saturating_sub(named));
         let categories: Vec<String> = all.into_iter().map(|(k, _)| k).collect();
-        let index = categories
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (k.clone(), i))
-            .collect();
         Ok(CategoricalReference {
-            layout: Layout { categories, index },
+            layout: Layout::new(categories)?,
             counts,
             missing: self.missing,
         })
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The named categories and their lookup table. Serialises as `{"categories", "index"}` (the
+/// snapshot format); the table is rebuilt from `categories` on deserialisation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "LayoutRepr", into = "LayoutRepr")]
 struct Layout {
     categories: Vec<String>,
+    table: CategoryTable,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LayoutRepr {
+    categories: Vec<String>,
     index: HashMap<String, usize>,
+}
+
+impl TryFrom<LayoutRepr> for Layout {
+    type Error = DriftError;
+    fn try_from(repr: LayoutRepr) -> Result<Self, DriftError> {
+        let layout = Layout::new(repr.categories)?;
+        let consistent = repr.index.len() == layout.categories.len()
+            && repr
+                .index
+                .iter()
+                .all(|(k, &i)| layout.categories.get(i) == Some(k));
+        if !consistent {
+            return Err(DriftError::InvalidConfig(
+                "category index does not match the category list".into(),
+            ));
+        }
+        Ok(layout)
+    }
+}
+
+impl From<Layout> for LayoutRepr {
+    fn from(layout: Layout) -> Self {
+        let index = layout
+            .categories
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i))
+            .collect();
+        Self {
+            categories: layout.categories,
+            index,
+        }
+    }
+}
+
+impl PartialEq for Layout {
+    fn eq(&self, other: &Self) -> bool {
+        // the table is a function of the categories
+        self.categories == other.categories
+    }
+}
+
+impl Layout {
+    fn new(categories: Vec<String>) -> Result<Self, DriftError> {
+        let table = CategoryTable::new(&categories)?;
+        Ok(Self { categories, table })
+    }
+
+    /// The bucket of `category`: its position among the named categories, else "other".
+    #[inline]
+    fn bucket(&self, category: &str) -> usize {
+        self.table
+            .find(category, &self.categories)
+            .unwrap_or(self.categories.len())
+    }
+}
+
+/// Open-addressing table from category to position, for lookups in a few nanoseconds: a
+/// category of at most 8 bytes is identified by its bytes packed in a `u64` plus its length (no
+/// string comparison); a longer one by a 64-bit hash, confirmed by comparing the string.
+#[derive(Debug, Clone)]
+struct CategoryTable {
+    shift: u32,
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    key: u64,
+    len: u32,
+    /// Position among the categories; `u32::MAX` for an empty slot.
+    position: u32,
+}
+
+const EMPTY_SLOT: u32 = u32::MAX;
+
+impl CategoryTable {
+    fn new(categories: &[String]) -> Result<Self, DriftError> {
+        if categories.len() >= EMPTY_SLOT as usize / 4 {
+            return Err(DriftError::InvalidConfig("too many categories".into()));
+        }
+        // load factor ≤ 1/4 keeps probe sequences short
+        let size = (categories.len() * 4).next_power_of_two().max(8);
+        let mut table = Self {
+            shift: 64 - size.trailing_zeros(),
+            slots: vec![
+                Slot {
+                    key: 0,
+                    len: 0,
+                    position: EMPTY_SLOT,
+                };
+                size
+            ],
+        };
+        for (position, c) in categories.iter().enumerate() {
+            if table.find(c, categories).is_some() {
+                return Err(DriftError::InvalidConfig(format!(
+                    "category `{c}` is listed twice"
+                )));
+            }
+            let (key, len) = Self::key(c.as_bytes());
+            let mut i = table.home(key, len);
+            while table.slots[i].position != EMPTY_SLOT {
+                i = (i + 1) & (table.slots.len() - 1);
+            }
+            table.slots[i] = Slot {
+                key,
+                len,
+                position: position as u32,
+            };
+        }
+        Ok(table)
+    }
+
+    #[inline(always)]
+    fn key(bytes: &[u8]) -> (u64, u32) {
+        let len = bytes.len() as u32;
+        if bytes.len() <= 8 {
+            let mut packed = [0u8; 8];
+            packed[..bytes.len()].copy_from_slice(bytes);
+            return (u64::from_le_bytes(packed), len);
+        }
+        let mut hash = 0xCBF2_9CE4_8422_2325u64;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            hash = (hash ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x0000_0100_0000_01B3)
+                .rotate_left(29);
+        }
+        let mut tail = [0u8; 8];
+        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        hash = (hash ^ u64::from_le_bytes(tail)).wrapping_mul(0x0000_0100_0000_01B3);
+        (hash, len)
+    }
+
+    #[inline(always)]
+    fn home(&self, key: u64, len: u32) -> usize {
+        ((key ^ u64::from(len).rotate_right(8)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift)
+            as usize
+    }
+
+    #[inline]
+    fn find(&self, category: &str, categories: &[String]) -> Option<usize> {
+        let bytes = category.as_bytes();
+        let (key, len) = Self::key(bytes);
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(key, len);
+        loop {
+            let slot = self.slots[i];
+            if slot.position == EMPTY_SLOT {
+                return None;
+            }
+            if slot.key == key
+                && slot.len == len
+                && (bytes.len() <= 8
+                    || categories.get(slot.position as usize).map(String::as_str) == Some(category))
+            {
+                return Some(slot.position as usize);
+            }
+            i = (i + 1) & mask;
+        }
+    }
 }
 
 /// The frozen reference frequency table of a categorical feature (module doc).
@@ -241,6 +409,16 @@ impl CategoricalReference {
         self.check_layout(window)?;
         measures::chi_square_gof(&self.counts, &window.counts)
     }
+
+    /// Two-sample chi-square test of the window counts against the reference counts (the
+    /// reference is a sample too; see [`measures::chi_square_2samp`]).
+    pub fn chi_square_2samp(
+        &self,
+        window: &CategoricalProfile,
+    ) -> Result<ChiSquareTest, DriftError> {
+        self.check_layout(window)?;
+        measures::chi_square_2samp(&self.counts, &window.counts)
+    }
 }
 
 /// Counts of one live window over the reference's buckets (module doc).
@@ -255,9 +433,15 @@ impl CategoricalProfile {
     /// Adds one value; a category not named by the reference counts as "other".
     #[inline]
     pub fn update(&mut self, category: &str) {
-        let other = self.counts.len() - 1;
-        let bucket = self.layout.index.get(category).copied().unwrap_or(other);
+        let bucket = self.layout.bucket(category);
         self.counts[bucket] += 1;
+    }
+
+    /// Adds every category of a slice (same as [`CategoricalProfile::update`] on each).
+    pub fn update_all<S: AsRef<str>>(&mut self, categories: &[S]) {
+        for c in categories {
+            self.update(c.as_ref());
+        }
     }
 
     /// Counts one missing value.

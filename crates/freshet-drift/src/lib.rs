@@ -29,7 +29,7 @@ pub mod special;
 
 mod rng;
 
-pub use adwin::Adwin;
+pub use adwin::{Adwin, AdwinConfig};
 pub use alert::{AlertBook, AlertEvent, AlertKey, AlertRule, AlertState, Direction, Transition};
 pub use categorical::{
     CategoricalConfig, CategoricalProfile, CategoricalReference, CategoricalReferenceBuilder,
@@ -39,7 +39,7 @@ pub use numeric::{
     NumericBins, NumericConfig, NumericDrift, NumericProfile, NumericReference,
     NumericReferenceBuilder,
 };
-pub use page_hinkley::{PageHinkley, PageHinkleyMode};
+pub use page_hinkley::{PageHinkley, PageHinkleyConfig, PageHinkleyMode};
 pub use reservoir::Reservoir;
 
 /// Why a profile, measure or detector could not be built or computed.

@@ -26,6 +26,85 @@ pub const DEFAULT_THRESHOLD: f64 = 50.0;
 /// River's default forgetting factor α.
 pub const DEFAULT_ALPHA: f64 = 1.0 - 0.0001;
 
+const fn default_min_instances() -> u64 {
+    DEFAULT_MIN_INSTANCES
+}
+const fn default_delta() -> f64 {
+    DEFAULT_DELTA
+}
+const fn default_threshold() -> f64 {
+    DEFAULT_THRESHOLD
+}
+const fn default_alpha() -> f64 {
+    DEFAULT_ALPHA
+}
+const fn default_mode() -> PageHinkleyMode {
+    PageHinkleyMode::Both
+}
+
+/// Page-Hinkley's parameters, as a pipeline file writes them
+/// (`page_hinkley = { threshold = 50.0 }`); every field defaults to River's value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageHinkleyConfig {
+    /// Values before the first test.
+    #[serde(default = "default_min_instances")]
+    pub min_instances: u64,
+    /// Tolerated change δ (≥ 0).
+    #[serde(default = "default_delta")]
+    pub delta: f64,
+    /// Detection threshold λ (> 0).
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    /// Forgetting factor α in (0, 1].
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// `up`, `down` or `both` (default).
+    #[serde(default = "default_mode")]
+    pub mode: PageHinkleyMode,
+}
+
+impl Default for PageHinkleyConfig {
+    fn default() -> Self {
+        Self {
+            min_instances: DEFAULT_MIN_INSTANCES,
+            delta: DEFAULT_DELTA,
+            threshold: DEFAULT_THRESHOLD,
+            alpha: DEFAULT_ALPHA,
+            mode: PageHinkleyMode::Both,
+        }
+    }
+}
+
+impl PageHinkleyConfig {
+    /// Checks the ranges; does no I/O.
+    pub fn validate(&self) -> Result<(), crate::DriftError> {
+        let ok = self.delta >= 0.0
+            && self.delta.is_finite()
+            && self.threshold > 0.0
+            && self.threshold.is_finite()
+            && self.alpha > 0.0
+            && self.alpha <= 1.0;
+        if !ok {
+            return Err(crate::DriftError::InvalidConfig(
+                "page_hinkley needs delta >= 0, threshold > 0 and 0 < alpha <= 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A detector with these parameters.
+    pub fn build(&self) -> PageHinkley {
+        PageHinkley::new(
+            self.min_instances,
+            self.delta,
+            self.threshold,
+            self.alpha,
+            self.mode,
+        )
+    }
+}
+
 /// Which direction of change Page-Hinkley reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -135,5 +214,28 @@ impl PageHinkley {
     /// Values since the last reset.
     pub fn n(&self) -> u64 {
         self.n
+    }
+
+    /// The detection threshold λ.
+    pub fn threshold(&self) -> f64 {
+        self.threshold
+    }
+
+    /// The statistic of the side that crossed λ at the latest value: S⁺ − m⁺ for an increase
+    /// (positive), −(M⁻ − S⁻) for a decrease (negative); when both or neither crossed, the
+    /// larger of the two in magnitude with its sign.
+    pub fn statistic(&self) -> f64 {
+        let up = self.sum_increase - self.min_increase;
+        let down = self.max_decrease - self.sum_decrease;
+        let (up, down) = match self.mode {
+            PageHinkleyMode::Up => (up, f64::NEG_INFINITY),
+            PageHinkleyMode::Down => (f64::NEG_INFINITY, down),
+            PageHinkleyMode::Both => (up, down),
+        };
+        if up >= down {
+            up
+        } else {
+            -down
+        }
     }
 }

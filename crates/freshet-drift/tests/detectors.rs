@@ -1,6 +1,6 @@
 //! ADWIN and Page-Hinkley on seeded Gaussian streams.
 
-use freshet_drift::{Adwin, PageHinkley};
+use freshet_drift::{Adwin, AdwinConfig, PageHinkley, PageHinkleyConfig};
 
 mod common;
 use common::SplitMix64;
@@ -126,4 +126,58 @@ fn adwin_with_one_bucket_per_row_survives_changes() {
         .map(|i| g.normal() + if (i / 2_000) % 2 == 0 { 0.0 } else { 3.0 })
         .collect();
     assert!(!detections(|x| adwin.update(x), &xs).is_empty());
+}
+
+#[test]
+fn adwin_reports_the_estimated_mean_change() {
+    let xs = stream(1, 520_000, 500_000, 0.25, 1.0);
+    let mut adwin = AdwinConfig::default().build();
+    assert_eq!(adwin.mean_change(), 0.0);
+    let at = detections(|x| adwin.update(x), &xs);
+    assert_eq!(at, vec![500_223]);
+    // the newer part holds the shifted values: its mean is higher by roughly the shift
+    let change = adwin.mean_change();
+    assert!(change > 0.1 && change < 1.0, "change {change}");
+    // a shift down reads negative
+    let down: Vec<f64> = xs.iter().map(|x| -x).collect();
+    let mut adwin = Adwin::default();
+    assert_eq!(detections(|x| adwin.update(x), &down), vec![500_223]);
+    assert!(adwin.mean_change() < -0.1);
+}
+
+#[test]
+fn page_hinkley_statistic_has_the_direction_of_the_change() {
+    let up = stream(1, 20_000, 10_000, 0.25, 0.1);
+    let down: Vec<f64> = up.iter().map(|x| -x).collect();
+    for (xs, sign) in [(up, 1.0), (down, -1.0)] {
+        let mut ph = PageHinkleyConfig::default().build();
+        let mut at_detection = Vec::new();
+        for (i, &x) in xs.iter().enumerate() {
+            if ph.update(x) {
+                at_detection.push((i, ph.statistic()));
+            }
+        }
+        assert_eq!(at_detection.len(), 1, "{at_detection:?}");
+        let (i, statistic) = at_detection[0];
+        assert_eq!(i, 10_175);
+        assert!(sign * statistic > ph.threshold(), "{statistic}");
+    }
+}
+
+#[test]
+fn detector_configs_are_validated() {
+    assert!(AdwinConfig::default().validate().is_ok());
+    assert!(AdwinConfig {
+        delta: 1.5,
+        ..AdwinConfig::default()
+    }
+    .validate()
+    .is_err());
+    assert!(PageHinkleyConfig::default().validate().is_ok());
+    assert!(PageHinkleyConfig {
+        threshold: 0.0,
+        ..PageHinkleyConfig::default()
+    }
+    .validate()
+    .is_err());
 }

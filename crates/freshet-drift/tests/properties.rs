@@ -85,3 +85,32 @@ proptest! {
         prop_assert!((ws - shift.abs()).abs() < 1e-6, "{} vs {}", ws, shift.abs());
     }
 }
+
+fn edges() -> impl Strategy<Value = Vec<f64>> {
+    // many edges (the grid lookup), some crowded together (its bisection fallback)
+    prop::collection::vec(
+        prop_oneof![4 => -1e3f64..1e3, 1 => 0.0f64..1e-9, 1 => 1e6f64..1e6 + 1.0],
+        1..200,
+    )
+    .prop_map(|mut e| {
+        e.sort_by(f64::total_cmp);
+        e.dedup();
+        e
+    })
+}
+
+proptest! {
+    #[test]
+    fn bin_lookup_and_histogram_equal_bisection(edges in edges(), values in prop::collection::vec(value(), 0..3000)) {
+        let bins = NumericBins::from_edges(edges.clone()).expect("sorted, distinct, finite");
+        let mut want = vec![0u64; bins.len()];
+        for &v in &values {
+            let bin = if v.is_nan() { 0 } else { edges.partition_point(|&e| e <= v) };
+            prop_assert_eq!(bins.bin_of(v), bin, "value {}", v);
+            want[bin] += 1;
+        }
+        let mut got = vec![0u64; bins.len()];
+        bins.histogram(&values, &mut got).expect("lengths agree");
+        prop_assert_eq!(got, want);
+    }
+}

@@ -13,11 +13,13 @@ use std::sync::Arc;
 use freshet_core::event::Scalar;
 use freshet_core::store::FeatureValue;
 
+use serde::{Deserialize, Serialize};
+
 use crate::plan::{AccKind, Output};
 use crate::sketch::{hll_estimate, DdSketch};
 
 /// A field value as stored in window state: numbers as-is, other scalars as a stable hash.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Val {
     /// Absent or null.
     Null,
@@ -55,7 +57,7 @@ impl Val {
 
 /// Neumaier-compensated sum: removal after millions of updates stays accurate to ~1 ulp of
 /// the magnitudes involved.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub(crate) struct CompensatedSum {
     sum: f64,
     compensation: f64,
@@ -89,7 +91,7 @@ impl CompensatedSum {
 /// variance is then formed as `(n·Σx² − (Σx)²) / n²` in double-double arithmetic, so large,
 /// nearly equal values keep their spread, and the result does not depend on insertion order
 /// beyond the last bit of a double-double.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub(crate) struct Moments {
     n: u64,
     s1: CompensatedSum,
@@ -171,7 +173,7 @@ fn unordered(key: u64) -> f64 {
 }
 
 /// One accumulator.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Acc {
     /// Count, sum and sum of squares.
     Moments(Moments),

@@ -11,6 +11,13 @@
 //! worker and releases its capability; the window operators then close with `h = w = t_end`,
 //! the largest event time of the whole input. Results do not depend on the number of workers:
 //! each key lives on one worker and sees its events in partition order.
+//!
+//! Live runs ([`run_live`]) never end by themselves: their inputs (Kafka partitions) only go
+//! idle. They take consistent checkpoints through a [`Control`] (see [`crate::checkpoint`]),
+//! start from a restored checkpoint, retry store writes without limit (the pipeline waits for
+//! the store to come back), and stop at a checkpoint without end-of-input, so no window closes
+//! early. A worker that reads no partition of a source does not hold that source's watermark
+//! back.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -26,6 +33,7 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Exchange;
 
+use crate::checkpoint::{Checkpoint, Control, PartitionPosition, SourcePositions, ViewSnapshot};
 use crate::drift::{drift_operator, DriftSink};
 use crate::plan::{SourcePlan, ViewPlan};
 use crate::source::{
@@ -99,28 +107,63 @@ pub struct RunStats {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Record {
     Event(Decoded),
-    End { to: u64, clock_ms: Option<u64> },
+    /// End of input of one source worker, sent to worker `to`.
+    End {
+        to: u64,
+        clock_ms: Option<u64>,
+    },
+    /// The cut of checkpoint `epoch` by one source worker, sent to worker `to`.
+    Barrier {
+        to: u64,
+        epoch: u64,
+    },
+}
+
+/// What makes a run live: checkpoint control and the checkpoint to start from.
+#[derive(Clone)]
+pub struct Live {
+    /// Checkpoint and stop control shared with the caller.
+    pub control: Arc<Control>,
+    /// The checkpoint to restore (its positions must also be where the readers start).
+    pub restore: Option<Arc<Checkpoint>>,
 }
 
 fn key_hash(entity: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(entity.as_bytes())
 }
 
+/// Writes a batch, retrying retryable errors with exponential backoff (10 ms to 2 s):
+/// [`STORE_WRITE_ATTEMPTS`] times, or without limit when `forever` (a live run waits for the
+/// store). Marks the store degraded in `metrics` while it fails.
 fn write_with_retry(
     store: &dyn OnlineStore,
     view: &str,
     writes: Vec<StoreWrite>,
+    metrics: &PipelineMetrics,
+    forever: bool,
 ) -> Result<(), StoreError> {
     let mut backoff = Duration::from_millis(10);
     let mut attempt = 1;
+    let start = Instant::now();
     loop {
         match store.write_batch(view, writes.clone()) {
-            Err(e) if e.is_retryable() && attempt < STORE_WRITE_ATTEMPTS => {
+            Err(e) if e.is_retryable() && (forever || attempt < STORE_WRITE_ATTEMPTS) => {
+                metrics.store_degraded.store(true, Ordering::Relaxed);
+                PipelineMetrics::add(&metrics.store_retries_total, 1);
+                if attempt == 1 || attempt % 10 == 0 {
+                    tracing::warn!(view, attempt, error = %e, "store write failed, retrying");
+                }
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(2));
                 attempt += 1;
             }
-            other => return other,
+            other => {
+                if other.is_ok() {
+                    metrics.store_degraded.store(false, Ordering::Relaxed);
+                    metrics.record_store_write(start.elapsed());
+                }
+                return other;
+            }
         }
     }
 }
@@ -131,6 +174,39 @@ pub fn run(
     inputs: HashMap<String, ReaderFactory>,
     workers: usize,
     outputs: Outputs,
+) -> Result<RunStats, RunError> {
+    run_inner(plans, inputs, workers, outputs, None)
+}
+
+/// Runs a live dataflow (module doc) until [`Control::stop`] and the checkpoint after it.
+pub fn run_live(
+    plans: Vec<SourcePlan>,
+    inputs: HashMap<String, ReaderFactory>,
+    workers: usize,
+    outputs: Outputs,
+    live: Live,
+) -> Result<RunStats, RunError> {
+    let workers = workers.max(1);
+    if let Some(cp) = &live.restore {
+        if cp.workers != workers {
+            return Err(RunError::Dataflow(format!(
+                "the checkpoint was written by {} workers; restart with --workers {} (or remove the checkpoint to start over)",
+                cp.workers, cp.workers
+            )));
+        }
+    }
+    let views: usize = plans.iter().map(|p| p.views.len()).sum();
+    live.control
+        .expect(workers, plans.len() * workers, views * workers);
+    run_inner(plans, inputs, workers, outputs, Some(live))
+}
+
+fn run_inner(
+    plans: Vec<SourcePlan>,
+    inputs: HashMap<String, ReaderFactory>,
+    workers: usize,
+    outputs: Outputs,
+    live: Option<Live>,
 ) -> Result<RunStats, RunError> {
     for plan in &plans {
         for view in &plan.views {
@@ -144,25 +220,46 @@ pub fn run(
     let failure: Arc<Mutex<Option<RunError>>> = Arc::new(Mutex::new(None));
     let entities: Arc<Mutex<HashMap<String, usize>>> = Arc::new(Mutex::new(HashMap::new()));
     let config = timely::Config::process(workers.max(1));
-    let shared = (plans, inputs, outputs, failure.clone(), entities.clone());
+    let shared = (
+        plans,
+        inputs,
+        outputs,
+        failure.clone(),
+        entities.clone(),
+        live,
+    );
     let guards = timely::execute(config, move |worker| {
-        let (plans, inputs, outputs, failure, entities) = &shared;
+        let (plans, inputs, outputs, failure, entities, live) = &shared;
         let index = worker.index();
         let peers = worker.peers();
         for plan in plans {
             let parts: Vec<Partition> = match inputs.get(&plan.name).map(|f| f(index, peers)) {
                 None => Vec::new(),
-                Some(Ok(parts)) => parts
-                    .into_iter()
-                    .map(|(id, reader)| Partition::new(id, reader))
-                    .collect(),
+                Some(Ok(parts)) => {
+                    let restored = live
+                        .as_ref()
+                        .and_then(|l| l.restore.as_ref())
+                        .map(|cp| cp.positions(&plan.name))
+                        .unwrap_or_default();
+                    parts
+                        .into_iter()
+                        .map(|(id, reader)| {
+                            let mut part = Partition::new(id, reader);
+                            if let Some(p) = restored.get(&id) {
+                                part.restore_clock(p.clock_ms);
+                            }
+                            part
+                        })
+                        .collect()
+                }
                 Some(Err(e)) => {
                     fail(failure, RunError::Input(e));
                     Vec::new()
                 }
             };
             worker.dataflow::<u64, _, _>(|scope| {
-                let records = source_operator(scope, plan.clone(), parts, outputs, failure);
+                let records =
+                    source_operator(scope, plan.clone(), parts, outputs, failure, live.clone());
                 if !plan.drift.is_empty() {
                     drift_operator(
                         &records,
@@ -173,7 +270,7 @@ pub fn run(
                 }
                 let exchanged = records.exchange(|r: &Record| match r {
                     Record::Event(e) => key_hash(&e.entity),
-                    Record::End { to, .. } => *to,
+                    Record::End { to, .. } | Record::Barrier { to, .. } => *to,
                 });
                 for view in &plan.views {
                     window_operator(
@@ -183,6 +280,7 @@ pub fn run(
                         outputs,
                         failure,
                         entities,
+                        live.clone(),
                     );
                 }
             });
@@ -214,10 +312,12 @@ fn source_operator<'a>(
     mut parts: Vec<Partition>,
     outputs: &Outputs,
     failure: &Arc<Mutex<Option<RunError>>>,
+    live: Option<Live>,
 ) -> RecordStream<'a> {
     let outputs = outputs.clone();
     let failure = failure.clone();
     let peers = scope.peers() as u64;
+    let worker = scope.index();
     source(
         scope,
         &format!("Source({})", plan.name),
@@ -225,8 +325,54 @@ fn source_operator<'a>(
             let activator = scope.activator_for(info.address);
             let mut cap = Some(capability);
             let keep_late = keep_late(&plan);
+            // live: the epoch of the last cut, and whether it was the final one (a stop)
+            let mut cut_epoch = 0u64;
+            let mut final_cut = false;
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
+                if let Some(live) = &live {
+                    let control = &live.control;
+                    let requested = control.requested();
+                    if requested > cut_epoch {
+                        cut_epoch = requested;
+                        final_cut = control.stopping();
+                        control.deliver_source(SourcePositions {
+                            source: plan.name.clone(),
+                            worker,
+                            partitions: parts
+                                .iter()
+                                .map(|p| PartitionPosition {
+                                    partition: p.id,
+                                    next_offset: p.position(),
+                                    clock_ms: p.clock(),
+                                })
+                                .collect(),
+                        });
+                        let mut session = output.session(&*c);
+                        for to in 0..peers {
+                            session.give(Record::Barrier {
+                                to,
+                                epoch: requested,
+                            });
+                        }
+                    }
+                    if !control.resumed(cut_epoch) {
+                        activator.activate_after(Duration::from_millis(1));
+                        return;
+                    }
+                    if final_cut {
+                        cap = None; // a live stop: no end-of-input, no window closes early
+                        return;
+                    }
+                    if parts.is_empty() {
+                        // nothing to read here: do not hold the source's watermark back
+                        if *c.time() < u64::MAX - 1 {
+                            c.downgrade(&(u64::MAX - 1));
+                        }
+                        activator.activate_after(Duration::from_millis(5));
+                        return;
+                    }
+                }
                 let metrics = &outputs.metrics;
                 let (mut accepted, mut late, mut rejected) = (0u64, 0u64, 0u64);
                 let mut idle = true;
@@ -269,7 +415,9 @@ fn source_operator<'a>(
                 PipelineMetrics::add(&metrics.events_total, accepted);
                 PipelineMetrics::add(&metrics.late_total, late);
                 PipelineMetrics::add(&metrics.rejected_total, rejected);
-                if parts.iter().all(|p| p.done) {
+                let lettered = rejected + if keep_late { late } else { 0 };
+                PipelineMetrics::add(&metrics.dead_letters_total, lettered);
+                if live.is_none() && parts.iter().all(|p| p.done) {
                     let clock_ms = parts.iter().filter_map(|p| p.clock()).max();
                     let mut session = output.session(&*c);
                     for to in 0..peers {
@@ -302,11 +450,16 @@ fn window_operator(
     outputs: &Outputs,
     failure: &Arc<Mutex<Option<RunError>>>,
     entities: &Arc<Mutex<HashMap<String, usize>>>,
+    live: Option<Live>,
 ) {
     let outputs = outputs.clone();
     let failure = failure.clone();
     let entities = entities.clone();
     let scope = records.scope();
+    let worker = scope.index();
+    let peers = scope.peers();
+    let source_name = plan.name.clone();
+    let forever = live.is_some();
     let last_fields: Vec<usize> = view.last.iter().map(|(_, slot)| *slot).collect();
     let name = view.schema.name.clone();
     let lateness = plan.lateness_ms;
@@ -317,10 +470,27 @@ fn window_operator(
             &format!("Window({name})"),
             move |_capability, info| {
                 let activator = scope.activator_for(info.address);
-                let mut state = ViewState::new(view);
                 let mut t_end: Option<u64> = None;
                 let mut watermark: Option<u64> = None;
+                let restored = live
+                    .as_ref()
+                    .and_then(|l| l.restore.as_ref())
+                    .and_then(|cp| cp.view(&source_name, &name, worker));
+                let mut state = match restored {
+                    Some(snap) => {
+                        t_end = snap.t_end_ms;
+                        watermark = snap.watermark_ms;
+                        ViewState::restore(view.clone(), &snap.state).unwrap_or_else(|e| {
+                            fail(&failure, RunError::Dataflow(e));
+                            ViewState::new(view)
+                        })
+                    }
+                    None => ViewState::new(view),
+                };
                 let mut finished = false;
+                // end of input seen (replay): close every window at the end; a live stop has none
+                let mut ended = false;
+                let mut barriers = (0u64, 0usize);
                 let mut last_flush = Instant::now();
                 let mut closed: Vec<ClosedWindow> = Vec::new();
                 let mut writes: Vec<StoreWrite> = Vec::new();
@@ -333,8 +503,54 @@ fn window_operator(
                                     state.ingest(&event, &last_fields);
                                 }
                                 Record::End { clock_ms, .. } => {
+                                    ended = true;
                                     if let Some(c) = clock_ms {
                                         t_end = Some(t_end.map_or(c, |t| t.max(c)));
+                                    }
+                                }
+                                Record::Barrier { epoch, .. } => {
+                                    if barriers.0 != epoch {
+                                        barriers = (epoch, 0);
+                                    }
+                                    barriers.1 += 1;
+                                    if barriers.1 < peers {
+                                        continue;
+                                    }
+                                    // every source worker has cut: flush, then snapshot; at
+                                    // a stop every vector is written as of the final head
+                                    let all = live.as_ref().is_some_and(|l| l.control.stopping());
+                                    state.flush(all, &mut writes);
+                                    if !closed.is_empty() {
+                                        outputs.changelog.write(&closed);
+                                        closed.clear();
+                                    }
+                                    if !writes.is_empty() {
+                                        if let Err(e) = write_with_retry(
+                                            &*outputs.store,
+                                            &name,
+                                            std::mem::take(&mut writes),
+                                            &outputs.metrics,
+                                            forever,
+                                        ) {
+                                            fail(&failure, RunError::Store(e));
+                                        }
+                                    }
+                                    let Some(live) = &live else { continue };
+                                    match state.snapshot() {
+                                        Ok(bytes) => live.control.deliver_view(ViewSnapshot {
+                                            source: source_name.clone(),
+                                            view: name.clone(),
+                                            worker,
+                                            watermark_ms: watermark,
+                                            t_end_ms: t_end,
+                                            state: bytes,
+                                        }),
+                                        Err(e) => fail(
+                                            &failure,
+                                            RunError::Dataflow(format!(
+                                                "cannot encode view `{name}` state: {e}"
+                                            )),
+                                        ),
                                     }
                                 }
                             }
@@ -345,6 +561,10 @@ fn window_operator(
                     }
                     let frontier = frontier.frontier();
                     let flush_all = match frontier.first() {
+                        None if !ended => {
+                            finished = true; // a live stop: the checkpoint flushed everything
+                            false
+                        }
                         None => {
                             finished = true;
                             if let Some(t) = t_end {
@@ -377,9 +597,13 @@ fn window_operator(
                         closed.clear();
                     }
                     if !writes.is_empty() {
-                        if let Err(e) =
-                            write_with_retry(&*outputs.store, &name, std::mem::take(&mut writes))
-                        {
+                        if let Err(e) = write_with_retry(
+                            &*outputs.store,
+                            &name,
+                            std::mem::take(&mut writes),
+                            &outputs.metrics,
+                            forever,
+                        ) {
                             fail(&failure, RunError::Store(e));
                         }
                     }

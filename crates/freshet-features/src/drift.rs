@@ -740,6 +740,8 @@ pub(crate) fn drift_operator(
                 let mut t_end: Option<u64> = None;
                 let mut watermark: Option<u64> = None;
                 let mut finished = false;
+                // end of input (not a live stop): the last windows are evaluated
+                let mut ended = false;
                 move |(input, frontier), _output| {
                     input.for_each(|_cap, data| {
                         for record in data.drain(..) {
@@ -754,10 +756,13 @@ pub(crate) fn drift_operator(
                                     }
                                 }
                                 Record::End { clock_ms, .. } => {
+                                    ended = true;
                                     if let Some(c) = clock_ms {
                                         t_end = Some(t_end.map_or(c, |t| t.max(c)));
                                     }
                                 }
+                                // drift state is not checkpointed (see the dataflow module)
+                                Record::Barrier { .. } => {}
                             }
                         }
                     });
@@ -767,8 +772,10 @@ pub(crate) fn drift_operator(
                     match frontier.frontier().first() {
                         None => {
                             finished = true;
-                            for m in &mut monitors {
-                                m.advance(t_end.unwrap_or(0), true, &*sink);
+                            if ended {
+                                for m in &mut monitors {
+                                    m.advance(t_end.unwrap_or(0), true, &*sink);
+                                }
                             }
                         }
                         Some(&time) if time > 0 && watermark.is_none_or(|w| time - 1 > w) => {

@@ -10,6 +10,7 @@
 //! semantics are stated in [`window`] and in the README.
 
 mod agg;
+pub mod checkpoint;
 mod dataflow;
 pub mod drift;
 pub mod plan;
@@ -18,7 +19,7 @@ pub mod source;
 pub mod window;
 
 pub use dataflow::{
-    run, ChangelogSink, DeadLetterSink, Outputs, Partitions, ReaderFactory, RunError, RunStats,
-    DEFAULT_FLUSH_INTERVAL, READ_BATCH_RECORDS,
+    run, run_live, ChangelogSink, DeadLetterSink, Live, Outputs, Partitions, ReaderFactory,
+    RunError, RunStats, DEFAULT_FLUSH_INTERVAL, READ_BATCH_RECORDS,
 };
 pub use drift::{DiscardDrift, DriftSink};

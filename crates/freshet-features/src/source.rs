@@ -36,6 +36,12 @@ pub trait PartitionReader: Send {
         max_records: usize,
         record: &mut dyn FnMut(u64, &[u8]),
     ) -> io::Result<ReadState>;
+
+    /// The offset of the next record this reader will hand out, for readers that can be
+    /// restarted there (Kafka); `None` for inputs read from the start each time.
+    fn position(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A JSON-lines file; offsets are 1-based line numbers.
@@ -246,6 +252,16 @@ impl Partition {
     /// The partition's clock: max event time accepted so far.
     pub(crate) fn clock(&self) -> Option<u64> {
         self.clock
+    }
+
+    /// Sets the clock a checkpoint recorded for this partition.
+    pub(crate) fn restore_clock(&mut self, clock_ms: Option<u64>) {
+        self.clock = clock_ms;
+    }
+
+    /// The next offset the reader hands out, if it knows.
+    pub(crate) fn position(&self) -> Option<u64> {
+        self.reader.position()
     }
 }
 

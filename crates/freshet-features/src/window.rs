@@ -12,6 +12,9 @@
 //!
 //! State for expired windows is dropped as the head moves, so memory is bounded by the events
 //! inside the longest window plus one entry per live key.
+//!
+//! A view's state on one worker can be written out ([`ViewState::snapshot`]) and read back
+//! bit-exactly (postcard encoding: every `f64` keeps its bits), which is what checkpoints hold.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -19,6 +22,7 @@ use std::sync::Arc;
 
 use freshet_core::event::{Decoded, Scalar};
 use freshet_core::store::{FeatureValue, FeatureVector, StoreWrite};
+use serde::{Deserialize, Serialize};
 
 use crate::agg::{read, scalar_value, Acc, Val};
 use crate::plan::{Group, ViewPlan};
@@ -48,7 +52,7 @@ pub fn window_ends(ts: u64, length: u64, slide: u64) -> impl Iterator<Item = u64
 }
 
 /// Events of one key in one continuous window, sorted by event time.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct ContState {
     times: VecDeque<u64>,
     /// `stride` values per event, parallel to `times`.
@@ -136,19 +140,20 @@ impl ContState {
 }
 
 /// Panes of one key in one hopping-window group.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct HopState {
     /// (pane start, events, accumulators), sorted by start.
     panes: VecDeque<(u64, u64, Vec<Acc>)>,
     /// End of the window `values` belong to (0: none).
     value_end: u64,
+    #[serde(with = "stored_values")]
     values: Vec<FeatureValue>,
     /// Largest window end already evaluated for this key.
     evaluated_end: u64,
 }
 
 /// Everything one worker holds for one key of one view.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct KeyState {
     entity: Arc<str>,
     latest_ts: u64,
@@ -520,6 +525,134 @@ impl ViewState {
                 key.dirty = false;
             }
         }
+    }
+}
+
+/// The state of one view on one worker as a checkpoint holds it (plan excluded).
+type SnapshotRef<'a> = (
+    &'a Vec<Option<KeyState>>,
+    &'a Vec<u32>,
+    &'a Vec<u32>,
+    &'a Vec<BinaryHeap<Reverse<(u64, u32)>>>,
+    &'a Vec<BTreeMap<u64, Vec<u32>>>,
+    &'a Vec<Option<u64>>,
+    Option<u64>,
+    u64,
+    u64,
+);
+
+type SnapshotOwned = (
+    Vec<Option<KeyState>>,
+    Vec<u32>,
+    Vec<u32>,
+    Vec<BinaryHeap<Reverse<(u64, u32)>>>,
+    Vec<BTreeMap<u64, Vec<u32>>>,
+    Vec<Option<u64>>,
+    Option<u64>,
+    u64,
+    u64,
+);
+
+impl ViewState {
+    /// Encodes the state (not the plan) for a checkpoint.
+    pub(crate) fn snapshot(&self) -> Result<Vec<u8>, postcard::Error> {
+        let data: SnapshotRef<'_> = (
+            &self.keys,
+            &self.free,
+            &self.dirty,
+            &self.due,
+            &self.closing,
+            &self.closed_end,
+            self.head,
+            self.arrivals,
+            self.next_sweep,
+        );
+        postcard::to_allocvec(&data)
+    }
+
+    /// Rebuilds a state written by [`ViewState::snapshot`] under the same plan. Fails when the
+    /// bytes do not decode or do not fit the plan's window groups (the pipeline changed).
+    pub(crate) fn restore(plan: Arc<ViewPlan>, bytes: &[u8]) -> Result<Self, String> {
+        let (keys, free, dirty, due, closing, closed_end, head, arrivals, next_sweep): SnapshotOwned =
+            postcard::from_bytes(bytes).map_err(|e| format!("cannot decode view state: {e}"))?;
+        let mut state = Self::new(plan);
+        let fits = due.len() == state.due.len()
+            && closing.len() == state.closing.len()
+            && keys.iter().flatten().all(|k| {
+                k.cont.len() == state.plan.continuous.len()
+                    && k.hop.len() == state.plan.hopping.len()
+            });
+        if !fits {
+            return Err(format!(
+                "view `{}`: the checkpoint was written for different window groups",
+                state.view
+            ));
+        }
+        state.index = keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| Some((k.as_ref()?.entity.clone(), u32::try_from(i).ok()?)))
+            .collect();
+        state.keys = keys;
+        state.free = free;
+        state.dirty = dirty;
+        state.due = due;
+        state.closing = closing;
+        state.closed_end = closed_end;
+        state.head = head;
+        state.arrivals = arrivals;
+        state.next_sweep = next_sweep;
+        Ok(state)
+    }
+}
+
+/// [`FeatureValue`] in a tagged form that a non-self-describing encoding can read back.
+mod stored_values {
+    use std::sync::Arc;
+
+    use freshet_core::store::FeatureValue;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    enum Stored {
+        Null,
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+        Str(Box<str>),
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        values: &[FeatureValue],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let stored: Vec<Stored> = values
+            .iter()
+            .map(|v| match v {
+                FeatureValue::Null => Stored::Null,
+                FeatureValue::Int(i) => Stored::Int(*i),
+                FeatureValue::Float(f) => Stored::Float(*f),
+                FeatureValue::Bool(b) => Stored::Bool(*b),
+                FeatureValue::Str(s) => Stored::Str(Box::from(&**s)),
+            })
+            .collect();
+        stored.serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<FeatureValue>, D::Error> {
+        let stored = Vec::<Stored>::deserialize(deserializer)?;
+        Ok(stored
+            .into_iter()
+            .map(|v| match v {
+                Stored::Null => FeatureValue::Null,
+                Stored::Int(i) => FeatureValue::Int(i),
+                Stored::Float(f) => FeatureValue::Float(f),
+                Stored::Bool(b) => FeatureValue::Bool(b),
+                Stored::Str(s) => FeatureValue::Str(Arc::from(s)),
+            })
+            .collect())
     }
 }
 

@@ -17,6 +17,8 @@ pub mod sink;
 pub mod topics;
 
 pub use client::Error;
-pub use reader::{kafka_inputs, KafkaPartitionReader, StopFlag};
+pub use reader::{
+    kafka_inputs, InputOptions, KafkaPartitionReader, LagProbe, OffsetCommitter, StartAt, StopFlag,
+};
 pub use sink::{dead_letter_topic, KafkaChangelogSink, KafkaDeadLetterSink, KafkaProducer};
 pub use topics::{TopicAdmin, TopicDiff, TopicFile};

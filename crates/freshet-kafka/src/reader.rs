@@ -2,18 +2,23 @@
 //!
 //! Assignment is static, as in Bytewax and Arroyo: partition `p` of a topic is read by timely
 //! worker `p % peers`; no group rebalancing moves partitions under a running dataflow. A reader
-//! starts at its group's committed offset for the partition, or at the earliest offset when there
-//! is none. Offsets handed to the dataflow are Kafka offsets. Nothing is committed automatically:
-//! [`KafkaPartitionReader::commit`] commits an offset once the caller knows that the writes it
-//! covers have landed. A message without a payload (a tombstone) is sent to the dead letters.
+//! starts where it is told ([`StartAt`]): at a checkpoint's position (`freshet run`), at the
+//! beginning, or at its group's committed offset (the earliest offset when there is none).
+//! Offsets handed to the dataflow are Kafka offsets. Nothing is committed automatically:
+//! [`KafkaPartitionReader::commit`] and [`OffsetCommitter`] commit offsets once the caller knows
+//! that the writes they cover have landed. A message without a payload (a tombstone) is sent to
+//! the dead letters. With metrics attached, a reader reports its position and the partition's
+//! high watermark (consumer lag) about once a second.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use freshet_core::event::Rejection;
+use freshet_core::metrics::PipelineMetrics;
+use freshet_features::checkpoint::Checkpoint;
 use freshet_features::source::{DeadLetter, PartitionReader, ReadState};
 use freshet_features::{DeadLetterSink, ReaderFactory};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -26,6 +31,20 @@ use crate::client::{consumer_config, partition_count, Error, CONNECT_TIMEOUT};
 /// Set to make every reader sharing it report [`ReadState::End`] (a graceful stop).
 pub type StopFlag = Arc<AtomicBool>;
 
+/// Where a reader starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The group's committed offset, or the earliest offset when there is none.
+    Committed,
+    /// The earliest offset still in the partition.
+    Beginning,
+    /// This offset (a checkpoint's position).
+    Offset(u64),
+}
+
+/// How often a reader refreshes its lag figures.
+const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Reads one topic partition with a consumer of its own.
 pub struct KafkaPartitionReader {
     consumer: BaseConsumer,
@@ -34,6 +53,10 @@ pub struct KafkaPartitionReader {
     partition: i32,
     dead_letters: Arc<dyn DeadLetterSink>,
     stop: StopFlag,
+    /// Offset of the next message to hand out, once known.
+    next: Option<u64>,
+    metrics: Option<Arc<PipelineMetrics>>,
+    last_report: Option<Instant>,
 }
 
 impl KafkaPartitionReader {
@@ -69,7 +92,56 @@ impl KafkaPartitionReader {
             partition,
             dead_letters,
             stop,
+            next: None,
+            metrics: None,
+            last_report: None,
         })
+    }
+
+    /// Moves the reader to `start` (before it has read anything).
+    pub fn start_at(mut self, start: StartAt) -> Result<Self, Error> {
+        let context = || format!("topic `{}` partition {}", self.topic, self.partition);
+        let offset = match start {
+            StartAt::Committed => Offset::Stored,
+            StartAt::Beginning => Offset::Beginning,
+            StartAt::Offset(o) => Offset::Offset(i64::try_from(o).map_err(|_| {
+                Error::client(context(), KafkaError::Seek("offset out of range".into()))
+            })?),
+        };
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&self.topic, self.partition, offset)
+            .map_err(|e| Error::client(context(), e))?;
+        self.consumer
+            .assign(&assignment)
+            .map_err(|e| Error::client(context(), e))?;
+        self.next = match start {
+            StartAt::Offset(o) => Some(o),
+            _ => None,
+        };
+        Ok(self)
+    }
+
+    /// Reports position and lag to `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<PipelineMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn report_lag(&mut self) {
+        let Some(metrics) = &self.metrics else { return };
+        if self
+            .last_report
+            .is_some_and(|t| t.elapsed() < LAG_REPORT_INTERVAL)
+        {
+            return;
+        }
+        self.last_report = Some(Instant::now());
+        if let Some(position) = self.next {
+            // the high watermark comes from [`LagProbe`], off the worker thread
+            metrics.set_position(&self.topic, self.partition.unsigned_abs(), position);
+        }
     }
 
     /// Commits `next_offset` (the offset of the next message to read, i.e. last processed + 1)
@@ -116,6 +188,7 @@ impl PartitionReader for KafkaPartitionReader {
                 Some(Ok(message)) => {
                     read += 1;
                     let offset = message.offset().unsigned_abs();
+                    self.next = Some(offset + 1);
                     match message.payload() {
                         Some(bytes) => record(offset, bytes),
                         None => self.no_payload(offset),
@@ -134,11 +207,145 @@ impl PartitionReader for KafkaPartitionReader {
                 }
             }
         }
+        self.report_lag();
         Ok(if read == 0 {
             ReadState::Idle
         } else {
             ReadState::More
         })
+    }
+
+    fn position(&self) -> Option<u64> {
+        self.next
+    }
+}
+
+/// Where readers start and what they report, for [`kafka_inputs`].
+#[derive(Clone, Default)]
+pub struct InputOptions {
+    /// Start every partition at this checkpoint's position (partitions it does not name, at
+    /// the beginning); `None`: at the group's committed offsets.
+    pub restore: Option<Arc<Checkpoint>>,
+    /// Start at the beginning when there is no checkpoint (a live run without state).
+    pub from_beginning: bool,
+    /// Where readers report consumer lag.
+    pub metrics: Option<Arc<PipelineMetrics>>,
+}
+
+impl InputOptions {
+    fn start(&self, source: &str, partition: u32) -> StartAt {
+        if let Some(cp) = &self.restore {
+            return match cp
+                .positions(source)
+                .get(&partition)
+                .and_then(|p| p.next_offset)
+            {
+                Some(o) => StartAt::Offset(o),
+                None => StartAt::Beginning,
+            };
+        }
+        if self.from_beginning {
+            StartAt::Beginning
+        } else {
+            StartAt::Committed
+        }
+    }
+}
+
+/// Asks the brokers for the high watermark of every partition of some topics (consumer lag).
+pub struct LagProbe {
+    consumer: BaseConsumer,
+    brokers: String,
+    topics: Vec<String>,
+    metrics: Arc<PipelineMetrics>,
+}
+
+impl LagProbe {
+    /// A probe of `topics` reporting to `metrics`.
+    pub fn new(
+        brokers: &str,
+        group_id: &str,
+        topics: Vec<String>,
+        metrics: Arc<PipelineMetrics>,
+    ) -> Result<Self, Error> {
+        let consumer: BaseConsumer = consumer_config(brokers, group_id)
+            .create()
+            .map_err(|e| Error::client("lag probe", e))?;
+        Ok(Self {
+            consumer,
+            brokers: brokers.to_owned(),
+            topics,
+            metrics,
+        })
+    }
+
+    /// Refreshes the high watermarks (one round trip per partition, `timeout` each); returns
+    /// the total lag, or an error when the brokers do not answer.
+    pub fn refresh(&self, timeout: Duration) -> Result<u64, Error> {
+        for topic in &self.topics {
+            let partitions =
+                partition_count(self.consumer.client(), &self.brokers, topic, timeout)?;
+            for partition in 0..partitions {
+                let Ok(p) = i32::try_from(partition) else {
+                    continue;
+                };
+                let (_, high) = self
+                    .consumer
+                    .fetch_watermarks(topic, p, timeout)
+                    .map_err(|e| Error::client(format!("watermarks of `{topic}`"), e))?;
+                self.metrics
+                    .set_high_watermark(topic, partition, high.max(0).unsigned_abs());
+            }
+        }
+        Ok(self.metrics.total_lag())
+    }
+}
+
+/// Commits a checkpoint's positions for a consumer group.
+pub struct OffsetCommitter {
+    consumer: BaseConsumer,
+    /// source → topic
+    topics: BTreeMap<String, String>,
+}
+
+impl OffsetCommitter {
+    /// A committer for `group_id`; `topics` maps each source to its topic.
+    pub fn new(
+        brokers: &str,
+        group_id: &str,
+        topics: BTreeMap<String, String>,
+    ) -> Result<Self, Error> {
+        let consumer: BaseConsumer = consumer_config(brokers, group_id)
+            .create()
+            .map_err(|e| Error::client("offset committer", e))?;
+        Ok(Self { consumer, topics })
+    }
+
+    /// Commits every position of `checkpoint` synchronously; returns how long it took.
+    pub fn commit(&self, checkpoint: &Checkpoint) -> Result<Duration, Error> {
+        let start = Instant::now();
+        let mut offsets = TopicPartitionList::new();
+        for positions in &checkpoint.sources {
+            let Some(topic) = self.topics.get(&positions.source) else {
+                continue;
+            };
+            for p in &positions.partitions {
+                let (Some(next), Ok(partition)) = (p.next_offset, i32::try_from(p.partition))
+                else {
+                    continue;
+                };
+                let offset = Offset::Offset(i64::try_from(next).unwrap_or(i64::MAX));
+                offsets
+                    .add_partition_offset(topic, partition, offset)
+                    .map_err(|e| Error::client(format!("commit topic `{topic}`"), e))?;
+            }
+        }
+        if offsets.count() > 0 {
+            self.consumer
+                .commit(&offsets, CommitMode::Sync)
+                .map_err(|e| Error::client("commit offsets", e))?;
+        }
+        Ok(start.elapsed())
     }
 }
 
@@ -150,6 +357,7 @@ pub fn kafka_inputs(
     topics: &BTreeMap<String, String>,
     dead_letters: Arc<dyn DeadLetterSink>,
     stop: StopFlag,
+    options: &InputOptions,
 ) -> Result<HashMap<String, ReaderFactory>, Error> {
     let probe: BaseConsumer = consumer_config(brokers, group_id)
         .create()
@@ -163,7 +371,7 @@ pub fn kafka_inputs(
             source.clone(),
             topic.clone(),
         );
-        let (dead_letters, stop) = (dead_letters.clone(), stop.clone());
+        let (dead_letters, stop, options) = (dead_letters.clone(), stop.clone(), options.clone());
         let factory: ReaderFactory = Arc::new(move |index, peers| {
             let mut readers: freshet_features::Partitions = Vec::new();
             for partition in (0..partitions).filter(|p| *p as usize % peers.max(1) == index) {
@@ -176,7 +384,12 @@ pub fn kafka_inputs(
                     dead_letters.clone(),
                     stop.clone(),
                 )
+                .and_then(|r| r.start_at(options.start(&source_name, partition)))
                 .map_err(io::Error::other)?;
+                let reader = match &options.metrics {
+                    Some(m) => reader.with_metrics(m.clone()),
+                    None => reader,
+                };
                 readers.push((partition, Box::new(reader)));
             }
             Ok(readers)

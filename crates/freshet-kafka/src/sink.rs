@@ -96,7 +96,27 @@ pub struct KafkaProducer {
 impl KafkaProducer {
     /// Creates a producer and checks, within `timeout`, that the brokers answer.
     pub fn connect(brokers: &str, timeout: Duration) -> Result<Self, Error> {
-        let producer: ThreadedProducer<DeliveryTracker> = producer_config(brokers)
+        Self::connect_with(producer_config(brokers), brokers, timeout)
+    }
+
+    /// Like [`KafkaProducer::connect`], but a message is never given up on: librdkafka retries
+    /// it until the brokers take it (a broker restart delays deliveries instead of failing
+    /// them), in order per partition. `freshet run` waits for these deliveries before it
+    /// commits offsets.
+    pub fn connect_durable(brokers: &str, timeout: Duration) -> Result<Self, Error> {
+        let mut config = producer_config(brokers);
+        config
+            .set("message.timeout.ms", "0")
+            .set("max.in.flight.requests.per.connection", "1");
+        Self::connect_with(config, brokers, timeout)
+    }
+
+    fn connect_with(
+        config: rdkafka::ClientConfig,
+        brokers: &str,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
+        let producer: ThreadedProducer<DeliveryTracker> = config
             .create_with_context(DeliveryTracker::default())
             .map_err(|e| Error::client("kafka producer", e))?;
         fetch_metadata(producer.client(), brokers, None, timeout)?;

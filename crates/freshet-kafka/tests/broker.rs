@@ -20,8 +20,8 @@ use freshet_kafka::sink::{
 };
 use freshet_kafka::topics::{load_dir, TopicFile};
 use freshet_kafka::{
-    dead_letter_topic, kafka_inputs, Error, KafkaChangelogSink, KafkaDeadLetterSink, KafkaProducer,
-    StopFlag, TopicAdmin,
+    dead_letter_topic, kafka_inputs, Error, InputOptions, KafkaChangelogSink, KafkaDeadLetterSink,
+    KafkaProducer, StopFlag, TopicAdmin,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -164,6 +164,7 @@ fn produced_keyed_events_are_read_back_once_each_in_partition_order() {
         &sources,
         letters.clone(),
         StopFlag::default(),
+        &InputOptions::default(),
     )
     .expect("inputs");
     let peers = 2;

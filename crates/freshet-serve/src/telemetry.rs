@@ -155,6 +155,97 @@ fn load(gauge: &AtomicI64) -> i64 {
     gauge.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Store writes, checkpoints, offset commits and consumer lag (live runs).
+fn render_delivery(out: &mut String, m: &PipelineMetrics) {
+    let secs = |us: &AtomicU64| PipelineMetrics::get(us) as f64 / 1e6;
+    family(
+        out,
+        "freshet_store_write_seconds",
+        "summary",
+        "Store write batch latency, first attempt to acknowledgement.",
+    );
+    let _ = writeln!(
+        out,
+        "freshet_store_write_seconds_sum {}\nfreshet_store_write_seconds_count {}",
+        secs(&m.store_write_us_total),
+        PipelineMetrics::get(&m.store_writes_total)
+    );
+    gauge(
+        out,
+        "freshet_store_write_max_us",
+        "Largest store write batch latency, µs.",
+        i64::try_from(PipelineMetrics::get(&m.store_write_us_max)).unwrap_or(i64::MAX),
+    );
+    counter(
+        out,
+        "freshet_store_retries_total",
+        "Store write attempts that failed and were retried.",
+        &m.store_retries_total,
+    );
+    gauge(
+        out,
+        "freshet_store_degraded",
+        "1 while store writes fail and are being retried.",
+        i64::from(m.store_degraded.load(std::sync::atomic::Ordering::Relaxed)),
+    );
+    counter(
+        out,
+        "freshet_checkpoints_total",
+        "Checkpoints completed.",
+        &m.checkpoints_total,
+    );
+    family(
+        out,
+        "freshet_kafka_commit_seconds",
+        "summary",
+        "Offset commit latency.",
+    );
+    let _ = writeln!(
+        out,
+        "freshet_kafka_commit_seconds_sum {}\nfreshet_kafka_commit_seconds_count {}",
+        secs(&m.commit_us_total),
+        PipelineMetrics::get(&m.commits_total)
+    );
+    gauge(
+        out,
+        "freshet_kafka_commit_max_us",
+        "Largest offset commit latency, µs.",
+        i64::try_from(PipelineMetrics::get(&m.commit_us_max)).unwrap_or(i64::MAX),
+    );
+    let Ok(partitions) = m.partitions.lock() else {
+        return;
+    };
+    if partitions.is_empty() {
+        return;
+    }
+    family(
+        out,
+        "freshet_kafka_consumer_lag",
+        "gauge",
+        "Records in the partition not yet read (high watermark minus position).",
+    );
+    for ((topic, partition), lag) in partitions.iter() {
+        let _ = writeln!(
+            out,
+            "freshet_kafka_consumer_lag{{topic=\"{topic}\",partition=\"{partition}\"}} {}",
+            lag.lag()
+        );
+    }
+    family(
+        out,
+        "freshet_kafka_consumer_position",
+        "gauge",
+        "Offset of the next record to read.",
+    );
+    for ((topic, partition), lag) in partitions.iter() {
+        let _ = writeln!(
+            out,
+            "freshet_kafka_consumer_position{{topic=\"{topic}\",partition=\"{partition}\"}} {}",
+            lag.position
+        );
+    }
+}
+
 fn render_pipeline(out: &mut String, m: &PipelineMetrics, now_ms: i64) {
     counter(
         out,
@@ -180,6 +271,13 @@ fn render_pipeline(out: &mut String, m: &PipelineMetrics, now_ms: i64) {
         "Closed windows written to the changelog.",
         &m.closed_windows_total,
     );
+    counter(
+        out,
+        "freshet_pipeline_dead_letters_total",
+        "Records sent to the dead-letter output.",
+        &m.dead_letters_total,
+    );
+    render_delivery(out, m);
     gauge(
         out,
         "freshet_pipeline_head_ms",

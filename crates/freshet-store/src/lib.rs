@@ -49,7 +49,10 @@ pub fn open(spec: &StoreSpec) -> Result<Arc<dyn OnlineStore>, OpenError> {
         StoreBackend::Memory => Ok(Arc::new(MemoryStore::new())),
         StoreBackend::Redis => {
             let url = spec.url.as_deref().ok_or(redis::ConfigError::MissingUrl)?;
-            let config = RedisConfig::from_url(url)?;
+            let mut config = RedisConfig::from_url(url)?;
+            if let Some(prefix) = &spec.key_prefix {
+                config = config.with_key_prefix(prefix.clone());
+            }
             Ok(Arc::new(RedisStore::open(config)?))
         }
     }
@@ -70,6 +73,7 @@ mod tests {
         let spec = StoreSpec {
             backend: StoreBackend::Redis,
             url: None,
+            key_prefix: None,
         };
         let err = open(&spec).err().expect("no url");
         assert!(matches!(
@@ -85,6 +89,7 @@ mod tests {
         let spec = StoreSpec {
             backend: StoreBackend::Redis,
             url: Some("redis://127.0.0.1:1/0".to_owned()),
+            key_prefix: None,
         };
         let err = open(&spec).err().expect("unreachable");
         assert!(err.is_retryable(), "{err}");

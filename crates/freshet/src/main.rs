@@ -1,11 +1,12 @@
-//! The `freshet` binary: validate pipelines, replay files through the dataflow, run the demo,
-//! and query a running instance.
+//! The `freshet` binary: validate pipelines, replay files through the dataflow, run the service
+//! on Kafka (`run`), run the demo, and query a running instance.
 
 mod demo;
 mod drift;
 mod kafka_cmds;
 mod output;
 mod replay;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ enum Command {
     },
     /// Read JSON-lines files through the pipeline at full speed and write the results.
     Replay(replay::ReplayArgs),
+    /// Run the pipeline as a service: Kafka sources, the online store, the changelog, HTTP.
+    Run(run::RunArgs),
     /// Run the pipeline on generated transaction traffic with the embedded store and serve HTTP.
     Demo(demo::DemoArgs),
     /// Create or check the Kafka topics described by the topic files.
@@ -44,6 +47,9 @@ enum Command {
     },
     /// Load a JSON-lines file into a Kafka topic, keyed by entity.
     Produce(kafka_cmds::ProduceArgs),
+    /// Online-store tools (`freshet store dump`).
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Drift monitoring tools (`freshet drift snapshot`).
     #[command(subcommand)]
     Drift(drift::DriftCommand),
@@ -61,6 +67,21 @@ enum Command {
     },
 }
 
+/// `freshet store ...`.
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Write every feature vector of the pipeline's store (`[store]`) as JSON lines, in the
+    /// format of replay's features.jsonl.
+    Dump {
+        /// The pipeline file.
+        #[arg(long)]
+        pipeline: PathBuf,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -73,8 +94,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { pipeline } => check(&pipeline),
         Command::Replay(args) => replay::run(&args),
+        Command::Run(args) => run::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Drift(command) => drift::run(&command),
+        Command::Store(StoreCommand::Dump { pipeline, out }) => dump_store(&pipeline, &out),
         Command::Topics { command } => kafka_cmds::topics(&command),
         Command::Produce(args) => kafka_cmds::produce(&args),
         Command::Query {
@@ -111,6 +134,19 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         spec.feature_views.len(),
         features
     );
+    Ok(())
+}
+
+fn dump_store(pipeline: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let spec = freshet_core::spec::PipelineSpec::load(pipeline)?;
+    let store = freshet_store::open(&spec.store)?;
+    for plan in freshet_features::plan::compile(&spec) {
+        for view in plan.views {
+            store.register_view(view.schema)?;
+        }
+    }
+    let lines = output::dump_features(&*store, out)?;
+    eprintln!("{lines} feature vectors written to {}", out.display());
     Ok(())
 }
 

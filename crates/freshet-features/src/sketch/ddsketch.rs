@@ -15,7 +15,7 @@ pub const DDSKETCH_RELATIVE_ACCURACY: f64 = 0.01;
 const MIN_MAGNITUDE: f64 = 1e-9;
 
 /// A quantile sketch with bounded relative error that supports removal and merging.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct DdSketch {
     positive: BTreeMap<i32, u32>,
     negative: BTreeMap<i32, u32>,

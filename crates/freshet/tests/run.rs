@@ -1,0 +1,600 @@
+//! `freshet run` end to end against a real Kafka-protocol broker and a real Redis, both started
+//! by `scripts/test.sh` (`FRESHET_TEST_KAFKA_BROKERS`, `FRESHET_TEST_REDIS_URL`). Skipped with a
+//! message when they are missing, except under `CI=true`, where the test fails.
+//!
+//! One workload (`gen.py txn` plus malformed records) is produced to a fresh topic; then:
+//! - an uninterrupted run until caught up, stopped by SIGTERM;
+//! - a run killed with SIGKILL at a random point and restarted from its checkpoint.
+//!
+//! Each time the Redis contents must equal the independent oracle (`tests/oracle/`) as of the
+//! service's head `h` with hopping windows closed at `h - allowed_lateness`, the HTTP answers
+//! must carry the same values, the changelog topic must hold every closed window (repeats with
+//! identical values), and every malformed or late record must be in the dead-letter topic.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use freshet_kafka::client::consumer_config;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+use common::{freshet, FRESHET};
+
+const EVENTS: usize = 30_000;
+const PARTITIONS: u32 = 4;
+const LATENESS_MS: u64 = 2_000;
+const TTL_MS: u64 = 172_800_000;
+/// How long one phase may take to catch up.
+const CATCH_UP: Duration = Duration::from_secs(120);
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The broker and Redis addresses, or `None` (skip) when either is missing outside CI.
+fn services() -> Option<(String, String)> {
+    let brokers =
+        std::env::var("FRESHET_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let redis = std::env::var("FRESHET_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let kafka_up = freshet_kafka::TopicAdmin::connect(&brokers, Duration::from_secs(5)).is_ok();
+    let redis_up = redis::Client::open(redis.as_str())
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+        .is_ok();
+    match (kafka_up, redis_up) {
+        (true, true) => Some((brokers, redis)),
+        _ if ci() => panic!(
+            "CI=true but Kafka ({brokers}: {kafka_up}) or Redis ({redis}: {redis_up}) is missing"
+        ),
+        _ => {
+            eprintln!("skipped: needs Kafka and Redis; run through scripts/test.sh");
+            None
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = freshet(args);
+    assert!(
+        out.status.success(),
+        "freshet {} failed:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Malformed records mixed into the stream: (line, what is wrong).
+const MALFORMED: &[&str] = &[
+    "this is not json",
+    r#"{"event_id":1,"ts":1767225600000,"amount":1.0}"#,
+    r#"{"event_id":2,"card_id":"c1","ts":"yesterday","amount":1.0}"#,
+    r#"{"event_id":3,"card_id":"c1","ts":1767225600000,"amount":"lots"}"#,
+    r#"[1,2,3]"#,
+    r#"{"event_id":4,"card_id":null,"ts":1767225600000,"amount":2.0}"#,
+];
+
+struct Workload {
+    dir: tempfile::TempDir,
+    file: PathBuf,
+    malformed: usize,
+}
+
+fn workload() -> Workload {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let status = Command::new("python3")
+        .arg(root.join("tests/oracle/gen.py"))
+        .args([
+            "txn",
+            "--events",
+            &EVENTS.to_string(),
+            "--keys",
+            "1500",
+            "--gap-ms",
+            "20",
+        ])
+        .arg("--out")
+        .arg(dir.path())
+        .status()
+        .expect("python3 runs gen.py");
+    assert!(status.success());
+    let clean = std::fs::read_to_string(dir.path().join("transactions.jsonl")).expect("data");
+    let file = dir.path().join("mixed.jsonl");
+    let mut out = std::fs::File::create(&file).expect("create");
+    let mut malformed = 0;
+    for (i, line) in clean.lines().enumerate() {
+        if i % 5_000 == 2_500 {
+            for bad in MALFORMED {
+                writeln!(out, "{bad}").expect("write");
+                malformed += 1;
+            }
+        }
+        writeln!(out, "{line}").expect("write");
+    }
+    Workload {
+        dir,
+        file,
+        malformed,
+    }
+}
+
+struct Names {
+    topic: String,
+    changelog: String,
+    dead_letters: String,
+}
+
+fn pipeline(
+    dir: &Path,
+    brokers: &str,
+    redis: &str,
+    names: &Names,
+    tag: &str,
+    port: u16,
+) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let foundation =
+        std::fs::read_to_string(root.join("tests/oracle/foundation.toml")).expect("foundation");
+    // the foundation pipeline with its memory [store] replaced
+    let body: String = foundation
+        .lines()
+        .filter(|l| !l.starts_with("[store]") && !l.starts_with("backend"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let body = body.replace(
+        "event_time = \"ts\"",
+        &format!("topic = \"{}\"\nevent_time = \"ts\"", names.topic),
+    );
+    let path = dir.join(format!("{tag}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{tag}\"\n\n[store]\nbackend = \"redis\"\nurl = \"{redis}\"\nkey_prefix = \"{tag}\"\n\n[serve]\nlisten = \"127.0.0.1:{port}\"\n\n{body}"
+        ),
+    )
+    .expect("write pipeline");
+    path
+}
+
+fn start(pipeline: &Path, state: &Path, names: &Names) -> Child {
+    Command::new(FRESHET)
+        .args(["run", "--pipeline"])
+        .arg(pipeline)
+        .arg("--state-dir")
+        .arg(state)
+        .args([
+            "--checkpoint-interval",
+            "300ms",
+            "--changelog-topic",
+            &names.changelog,
+        ])
+        .args(["--dead-letter-topic", &names.dead_letters])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("freshet run starts")
+}
+
+fn metrics(port: u16) -> Option<HashMap<String, f64>> {
+    let body = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .ok()?
+        .into_body()
+        .read_to_string()
+        .ok()?;
+    Some(
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+fn get(m: &HashMap<String, f64>, name: &str) -> f64 {
+    m.get(name).copied().unwrap_or(0.0)
+}
+
+/// Waits until every partition is read to its end, two more checkpoints completed and the head
+/// stopped moving; returns the head.
+fn wait_caught_up(child: &mut Child, port: u16) -> u64 {
+    let deadline = Instant::now() + CATCH_UP;
+    let mut seen_all_at: Option<f64> = None;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "not caught up within {CATCH_UP:?}"
+        );
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("freshet run exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let Some(m) = metrics(port) else { continue };
+        let lags: Vec<f64> = m
+            .iter()
+            .filter(|(k, _)| k.starts_with("freshet_kafka_consumer_lag{"))
+            .map(|(_, v)| *v)
+            .collect();
+        let checkpoints = get(&m, "freshet_checkpoints_total");
+        if lags.len() == PARTITIONS as usize && lags.iter().all(|l| *l == 0.0) {
+            match seen_all_at {
+                None => seen_all_at = Some(checkpoints),
+                // partitions go idle after 5 s; the head is final once they have
+                Some(c) if checkpoints >= c + 2.0 && idle_for(&m) => {
+                    return get(&m, "freshet_pipeline_head_ms") as u64;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// Whether the head has stayed where it is for the idle timeout (it cannot move any more).
+fn idle_for(m: &HashMap<String, f64>) -> bool {
+    use std::sync::Mutex;
+    static LAST: Mutex<Option<(u64, Instant)>> = Mutex::new(None);
+    let head = get(m, "freshet_pipeline_head_ms") as u64;
+    let mut last = LAST.lock().expect("lock");
+    match *last {
+        Some((h, since)) if h == head => since.elapsed() > Duration::from_secs(6),
+        _ => {
+            *last = Some((head, Instant::now()));
+            false
+        }
+    }
+}
+
+fn terminate(mut child: Child) {
+    let pid = child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(
+                status.success(),
+                "freshet run exited with {status} after SIGTERM"
+            );
+            return;
+        }
+        assert!(Instant::now() < deadline, "no exit within 60 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every message of `topic`: (key, payload, headers).
+fn consume_all(
+    brokers: &str,
+    topic: &str,
+) -> Vec<(Option<String>, Vec<u8>, BTreeMap<String, String>)> {
+    let consumer: BaseConsumer = consumer_config(brokers, &unique("reader"))
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len());
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = 0i64;
+    for p in 0..partitions as i32 {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        ends += high;
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (out.len() as i64) < ends && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| {
+                            (
+                                x.key.to_owned(),
+                                String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push((
+                m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                m.payload().unwrap_or_default().to_vec(),
+                headers,
+            ));
+        }
+    }
+    assert_eq!(out.len() as i64, ends, "read all of `{topic}`");
+    out
+}
+
+/// Checks one run's outputs against the oracle as of `head`.
+fn check_outputs(
+    w: &Workload,
+    brokers: &str,
+    pipeline: &Path,
+    names: &Names,
+    head: u64,
+    tag: &str,
+    port_values: &[(String, Value)],
+) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let odir = w.dir.path().join(format!("oracle-{tag}"));
+    let fdir = w.dir.path().join(format!("out-{tag}"));
+    std::fs::create_dir_all(&odir).expect("mkdir");
+    std::fs::create_dir_all(&fdir).expect("mkdir");
+    let status = Command::new("python3")
+        .arg(root.join("tests/oracle/oracle_windows.py"))
+        .arg(&w.file)
+        .args([LATENESS_MS.to_string(), TTL_MS.to_string()])
+        .arg(&odir)
+        .args([
+            head.to_string(),
+            LATENESS_MS.to_string(),
+            PARTITIONS.to_string(),
+        ])
+        .status()
+        .expect("oracle runs");
+    assert!(status.success());
+    let features = fdir.join("features.jsonl");
+    run_ok(&[
+        "store",
+        "dump",
+        "--pipeline",
+        &pipeline.display().to_string(),
+        "--out",
+        &features.display().to_string(),
+    ]);
+
+    // the changelog: every closed window, a repeat only with identical values
+    let mut windows: BTreeMap<(String, String, u64, u64), Value> = BTreeMap::new();
+    for (key, payload, _) in consume_all(brokers, &names.changelog) {
+        let v: Value = serde_json::from_slice(&payload).expect("changelog JSON");
+        assert_eq!(key.as_deref(), v["entity"].as_str(), "keyed by entity");
+        let k = (
+            v["entity"].as_str().expect("entity").to_owned(),
+            v["feature"].as_str().expect("feature").to_owned(),
+            v["window_start"].as_u64().expect("start"),
+            v["window_end"].as_u64().expect("end"),
+        );
+        if let Some(previous) = windows.insert(k.clone(), v["value"].clone()) {
+            assert_eq!(
+                previous, v["value"],
+                "a repeated window {k:?} changed value"
+            );
+        }
+    }
+    let mut cl = std::fs::File::create(fdir.join("changelog.jsonl")).expect("create");
+    for ((entity, feature, start, end), value) in &windows {
+        let line = serde_json::json!({"view": "card", "entity": entity, "feature": feature,
+            "window_start": start, "window_end": end, "value": value});
+        writeln!(cl, "{line}").expect("write");
+    }
+    drop(cl);
+    let verdict = Command::new("python3")
+        .arg(root.join("tests/oracle/compare_windows.py"))
+        .arg(&odir)
+        .arg(&fdir)
+        .arg("card")
+        .output()
+        .expect("compare runs");
+    let text = String::from_utf8_lossy(&verdict.stdout).into_owned();
+    if !verdict.status.success() {
+        let mut ends: BTreeMap<(String, u64), usize> = BTreeMap::new();
+        for (_, feature, _, end) in windows.keys() {
+            *ends.entry((feature.clone(), *end)).or_default() += 1;
+        }
+        let mut missing: BTreeMap<(String, u64), usize> = BTreeMap::new();
+        for l in std::fs::read_to_string(odir.join("oracle_changelog.jsonl")).unwrap_or_default().lines() {
+            let v: Value = serde_json::from_str(l).expect("json");
+            let k = (
+                v["entity"].as_str().unwrap_or_default().to_owned(),
+                v["feature"].as_str().unwrap_or_default().to_owned(),
+                v["window_start"].as_u64().unwrap_or_default(),
+                v["window_end"].as_u64().unwrap_or_default(),
+            );
+            if !windows.contains_key(&k) {
+                *missing.entry((k.1, k.3)).or_default() += 1;
+            }
+        }
+        eprintln!("{tag}: head {head}, missing per (feature, end): {missing:?}");
+    }
+    assert!(
+        verdict.status.success(),
+        "{tag}: store/changelog differ from the oracle:\n{text}"
+    );
+
+    // HTTP answers taken while running carry the oracle's values
+    let want: HashMap<String, Value> = std::fs::read_to_string(odir.join("oracle_features.jsonl"))
+        .expect("oracle")
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("json");
+            (
+                v["entity"].as_str().expect("entity").to_owned(),
+                v["features"].clone(),
+            )
+        })
+        .collect();
+    for (entity, got) in port_values {
+        let want = &want[entity];
+        for name in [
+            "txn_count_5m",
+            "amount_sum_5m",
+            "merchants_1h",
+            "txn_count_1m_tumbling",
+        ] {
+            let (a, b) = (want[name].as_f64(), got[name].as_f64());
+            assert!(
+                matches!((a, b), (Some(a), Some(b)) if (a - b).abs() <= 1e-6 * a.abs().max(1.0)),
+                "{tag}: HTTP {entity}.{name} = {b:?}, oracle {a:?}"
+            );
+        }
+    }
+
+    // dead letters: every malformed record and every late event, with a reason
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(odir.join("oracle_meta.json")).expect("meta"),
+    )
+    .expect("meta json");
+    let letters = consume_all(brokers, &names.dead_letters);
+    let late = meta["late"].as_u64().expect("late") as usize;
+    assert!(
+        letters.len() >= w.malformed + late,
+        "{tag}: {} dead letters, want {} malformed + {late} late",
+        letters.len(),
+        w.malformed
+    );
+    assert!(letters
+        .iter()
+        .all(|(_, _, h)| h.get("freshet.reason").is_some_and(|r| !r.is_empty())));
+    std::fs::read_to_string(features).expect("dump")
+}
+
+fn sample_http(port: u16, entities: &[&str]) -> Vec<(String, Value)> {
+    entities
+        .iter()
+        .map(|e| {
+            let body: Value = ureq::get(&format!("http://127.0.0.1:{port}/v1/features/card/{e}"))
+                .call()
+                .expect("http answer")
+                .into_body()
+                .read_json()
+                .expect("json");
+            ((*e).to_owned(), body["features"].clone())
+        })
+        .collect()
+}
+
+#[test]
+fn kafka_to_redis_converges_with_and_without_a_crash() {
+    let Some((brokers, redis)) = services() else {
+        return;
+    };
+    let w = workload();
+    let names = |tag: &str| Names {
+        topic: unique(&format!("txn-{tag}")),
+        changelog: unique(&format!("changelog-{tag}")),
+        dead_letters: unique(&format!("dead-{tag}")),
+    };
+    let mut dumps = Vec::new();
+    // one topic for both runs; each run has its own changelog, dead-letter topic and group
+    let shared_topic = unique("txn");
+    for (tag, crash) in [("plain", false), ("crash", true)] {
+        let mut n = names(tag);
+        n.topic = shared_topic.clone();
+        let topics_dir = w.dir.path().join(format!("topics-{tag}"));
+        std::fs::create_dir_all(&topics_dir).expect("mkdir");
+        for (name, partitions) in [
+            (&n.topic, PARTITIONS),
+            (&n.changelog, 2),
+            (&n.dead_letters, 1),
+        ] {
+            std::fs::write(
+                topics_dir.join(format!("{name}.toml")),
+                format!("name = \"{name}\"\npartitions = {partitions}\nreplication_factor = 1\n"),
+            )
+            .expect("topic file");
+        }
+        run_ok(&[
+            "topics",
+            "apply",
+            "--brokers",
+            &brokers,
+            "--dir",
+            &topics_dir.display().to_string(),
+        ]);
+        if tag == "plain" {
+            run_ok(&[
+                "produce",
+                "--brokers",
+                &brokers,
+                "--topic",
+                &n.topic,
+                "--key-field",
+                "card_id",
+                &w.file.display().to_string(),
+            ]);
+        }
+        let port = free_port();
+        let group = unique(tag);
+        let pipeline = pipeline(w.dir.path(), &brokers, &redis, &n, &group, port);
+        let state = w.dir.path().join(format!("state-{tag}"));
+        let mut child = start(&pipeline, &state, &n);
+        if crash {
+            // SIGKILL somewhere between a tenth and nine tenths of the input
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let at = EVENTS / 10 + (nanos as usize) % (EVENTS * 8 / 10);
+            let deadline = Instant::now() + CATCH_UP;
+            loop {
+                assert!(Instant::now() < deadline, "never reached {at} events");
+                if let Some(m) = metrics(port) {
+                    if get(&m, "freshet_pipeline_events_total") as usize >= at {
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+            eprintln!("killed freshet run after {at}+ events; restarting");
+            child = start(&pipeline, &state, &n);
+        }
+        let head = wait_caught_up(&mut child, port);
+        let http = sample_http(port, &["c0000000", "c0000001", "c0000017", "c0000300"]);
+        terminate(child);
+        let dump = check_outputs(&w, &brokers, &pipeline, &n, head, tag, &http);
+        dumps.push((head, dump));
+    }
+    if dumps[0].0 == dumps[1].0 {
+        let sort = |s: &str| {
+            let mut v: Vec<String> = s.lines().map(str::to_owned).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            sort(&dumps[0].1),
+            sort(&dumps[1].1),
+            "identical store contents"
+        );
+    }
+}
