@@ -290,11 +290,14 @@ fn terminate(mut child: Child) {
     }
 }
 
-/// Every message of `topic`: (key, payload, headers).
+/// One message read back: key, payload, headers.
+type TopicMessage = (Option<String>, Vec<u8>, BTreeMap<String, String>);
+
+/// Every message of `topic`.
 fn consume_all(
     brokers: &str,
     topic: &str,
-) -> Vec<(Option<String>, Vec<u8>, BTreeMap<String, String>)> {
+) -> Vec<TopicMessage> {
     let consumer: BaseConsumer = consumer_config(brokers, &unique("reader"))
         .create()
         .expect("consumer");
@@ -317,10 +320,16 @@ fn consume_all(
             .expect("tpl");
     }
     consumer.assign(&tpl).expect("assign");
+    // tansu 0.6 reports a high watermark that leaves out the newest batch, so read until the
+    // watermarks are reached and then nothing more arrives for 3 s
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while (out.len() as i64) < ends && Instant::now() < deadline {
+    let mut last_message = Instant::now();
+    while Instant::now() < deadline
+        && ((out.len() as i64) < ends || last_message.elapsed() < Duration::from_secs(3))
+    {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            last_message = Instant::now();
             let headers = m
                 .headers()
                 .map(|h| {
@@ -341,7 +350,7 @@ fn consume_all(
             ));
         }
     }
-    assert_eq!(out.len() as i64, ends, "read all of `{topic}`");
+    assert!(out.len() as i64 >= ends, "read all of `{topic}`");
     out
 }
 
@@ -422,7 +431,10 @@ fn check_outputs(
             *ends.entry((feature.clone(), *end)).or_default() += 1;
         }
         let mut missing: BTreeMap<(String, u64), usize> = BTreeMap::new();
-        for l in std::fs::read_to_string(odir.join("oracle_changelog.jsonl")).unwrap_or_default().lines() {
+        for l in std::fs::read_to_string(odir.join("oracle_changelog.jsonl"))
+            .unwrap_or_default()
+            .lines()
+        {
             let v: Value = serde_json::from_str(l).expect("json");
             let k = (
                 v["entity"].as_str().unwrap_or_default().to_owned(),
