@@ -63,6 +63,46 @@ pub struct EventSchema {
     pub event_time: String,
     /// Other fields read, in slot order.
     pub fields: Vec<(String, FieldKind)>,
+    /// Declared types to validate (a topic's schema): a violation rejects the event.
+    pub checks: Vec<FieldCheck>,
+}
+
+/// JSON types a topic schema declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckedType {
+    /// A JSON integer.
+    Integer,
+    /// Any JSON number.
+    Number,
+    /// A JSON string.
+    String,
+    /// `true` or `false`.
+    Boolean,
+    /// Epoch milliseconds (integer) or an RFC 3339 string.
+    Timestamp,
+}
+
+impl CheckedType {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Integer => "an integer",
+            Self::Number => "a number",
+            Self::String => "a string",
+            Self::Boolean => "a boolean",
+            Self::Timestamp => "epoch milliseconds or an RFC 3339 string",
+        }
+    }
+}
+
+/// One declared field of a topic schema, checked on every event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldCheck {
+    /// Field name.
+    pub name: String,
+    /// Its declared type (null is allowed unless `required`).
+    pub ty: CheckedType,
+    /// Must be present and not null.
+    pub required: bool,
 }
 
 /// An event reduced to what the pipeline reads.
@@ -209,11 +249,14 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
         if key == schema.event_time {
             return Ok(Some(1));
         }
+        if let Some(i) = schema.fields.iter().position(|(name, _)| name == key) {
+            return Ok(Some(i + 2));
+        }
         Ok(schema
-            .fields
+            .checks
             .iter()
-            .position(|(name, _)| name == key)
-            .map(|i| i + 2))
+            .position(|c| c.name == key)
+            .map(|i| i + 2 + schema.fields.len()))
     }
 }
 
@@ -229,7 +272,8 @@ impl<'de> Visitor<'de> for EventVisitor<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut slots: Vec<Option<Raw>> = vec![None; self.schema.fields.len() + 2];
+        let mut slots: Vec<Option<Raw>> =
+            vec![None; self.schema.fields.len() + self.schema.checks.len() + 2];
         while let Some(slot) = map.next_key_seed(KeySeed(self.schema))? {
             match slot {
                 Some(i) => slots[i] = Some(map.next_value_seed(RawSeed)?),
@@ -274,6 +318,9 @@ impl EventSchema {
             .and_then(|v| de.end().map(|()| v))
             .map_err(|e| Rejection::NotJson(e.to_string()))?
             .ok_or(Rejection::NotObject)?;
+        if !self.checks.is_empty() {
+            self.validate(&slots)?;
+        }
         let mut slots = slots.into_iter();
         let entity = self.entity_of(slots.next().flatten())?;
         let ts_ms = self.time_of(slots.next().flatten())?;
@@ -286,6 +333,52 @@ impl EventSchema {
             ts_ms,
             values,
         })
+    }
+
+    /// Checks the declared types: a field the pipeline also reads is found in its own slot.
+    fn validate(&self, slots: &[Option<Raw>]) -> Result<(), Rejection> {
+        for (j, check) in self.checks.iter().enumerate() {
+            let slot = if check.name == self.entity {
+                0
+            } else if check.name == self.event_time {
+                1
+            } else {
+                self.fields
+                    .iter()
+                    .position(|(n, _)| *n == check.name)
+                    .map_or(2 + self.fields.len() + j, |i| i + 2)
+            };
+            let raw = slots.get(slot).and_then(Option::as_ref);
+            let ok = match (check.ty, raw) {
+                (_, None | Some(Raw::Scalar(Scalar::Null))) => {
+                    if check.required {
+                        return Err(Rejection::Missing(check.name.clone()));
+                    }
+                    true
+                }
+                (CheckedType::Integer, Some(Raw::Int(_) | Raw::UInt(_))) => true,
+                (CheckedType::Integer, Some(Raw::Scalar(Scalar::Num(n)))) => n.fract() == 0.0,
+                (
+                    CheckedType::Number,
+                    Some(Raw::Int(_) | Raw::UInt(_) | Raw::Scalar(Scalar::Num(_))),
+                ) => true,
+                (CheckedType::String, Some(Raw::Scalar(Scalar::Str(_)))) => true,
+                (CheckedType::Boolean, Some(Raw::Scalar(Scalar::Bool(_)))) => true,
+                (CheckedType::Timestamp, Some(Raw::Int(_) | Raw::UInt(_))) => true,
+                (CheckedType::Timestamp, Some(Raw::Scalar(Scalar::Str(s)))) => {
+                    parse_rfc3339_ms(s).is_ok()
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(Rejection::WrongType {
+                    field: check.name.clone(),
+                    expected: check.ty.name(),
+                    found: raw.map_or_else(|| "nothing".to_owned(), Raw::describe),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn entity_of(&self, raw: Option<Raw>) -> Result<String, Rejection> {
@@ -371,7 +464,54 @@ mod tests {
                 ("amount".into(), FieldKind::Number),
                 ("merchant".into(), FieldKind::Scalar),
             ],
+            checks: Vec::new(),
         }
+    }
+
+    #[test]
+    fn declared_types_are_checked_with_the_field_named() {
+        let mut schema = schema();
+        schema.checks = vec![
+            FieldCheck {
+                name: "event_id".into(),
+                ty: CheckedType::Integer,
+                required: true,
+            },
+            FieldCheck {
+                name: "amount".into(),
+                ty: CheckedType::Number,
+                required: true,
+            },
+            FieldCheck {
+                name: "country".into(),
+                ty: CheckedType::String,
+                required: false,
+            },
+        ];
+        let ok = br#"{"event_id":7,"card_id":"c1","ts":1000,"amount":1.5,"country":"US"}"#;
+        let d = schema.decode(ok).expect("valid");
+        assert_eq!(d.values.len(), 2, "checked-only fields are not carried");
+        assert!(
+            schema
+                .decode(br#"{"event_id":7,"card_id":"c1","ts":1000,"amount":1.5}"#)
+                .is_ok(),
+            "an optional field may be absent"
+        );
+        let err = schema
+            .decode(br#"{"card_id":"c1","ts":1000,"amount":1.5}"#)
+            .expect_err("required");
+        assert_eq!(err, Rejection::Missing("event_id".into()));
+        let err = schema
+            .decode(br#"{"event_id":7.5,"card_id":"c1","ts":1000,"amount":1.5}"#)
+            .expect_err("not an integer");
+        assert!(err.to_string().contains("event_id"), "{err}");
+        let err = schema
+            .decode(br#"{"event_id":7,"card_id":"c1","ts":1000,"amount":1.5,"country":3}"#)
+            .expect_err("not a string");
+        assert!(
+            err.to_string().contains("`country`: expected a string"),
+            "{err}"
+        );
     }
 
     #[test]

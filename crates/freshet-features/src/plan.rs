@@ -141,6 +141,7 @@ pub fn compile(spec: &PipelineSpec) -> Vec<SourcePlan> {
                     entity: s.entity.clone(),
                     event_time: s.event_time.clone(),
                     fields,
+                    checks: Vec::new(),
                 },
                 lateness_ms: s.allowed_lateness.as_ms(),
                 late_policy: s.late_policy,

@@ -63,6 +63,10 @@ pub struct RunArgs {
     /// Send every dead letter to this topic instead of `<source topic>.dead_letter`.
     #[arg(long)]
     dead_letter_topic: Option<String>,
+    /// Directory of topic files: a source topic's `[schema]` is checked on every event, and a
+    /// violation goes to the dead-letter topic naming the field.
+    #[arg(long, default_value = "topics")]
+    topics_dir: PathBuf,
     /// Listen address of the HTTP API (default: `[serve] listen`).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
@@ -77,7 +81,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             args.pipeline.display()
         );
     };
-    let plans = crate::replay::compile(&spec, &args.pipeline)?;
+    let mut plans = crate::replay::compile(&spec, &args.pipeline)?;
     let topics: BTreeMap<String, String> = spec
         .sources
         .iter()
@@ -89,6 +93,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             )
         })
         .collect();
+    add_schema_checks(&mut plans, &topics, &args.topics_dir)?;
     let restore = Checkpoint::load(&args.state_dir)?.map(Arc::new);
     match &restore {
         Some(cp) => {
@@ -233,6 +238,49 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         "freshet run: stopped at a checkpoint ({} events)",
         PipelineMetrics::get(&metrics.events_total)
     );
+    Ok(())
+}
+
+/// Adds the `[schema]` of each source topic's file in `dir` (if any) to the source's checks.
+fn add_schema_checks(
+    plans: &mut [freshet_features::plan::SourcePlan],
+    topics: &BTreeMap<String, String>,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    use freshet_core::event::{CheckedType, FieldCheck};
+    use freshet_kafka::topics::FieldType;
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let files = freshet_kafka::topics::load_dir(dir)?;
+    for plan in plans {
+        let Some(topic) = topics.get(&plan.name) else {
+            continue;
+        };
+        let Some(schema) = files
+            .iter()
+            .find(|f| &f.name == topic)
+            .and_then(|f| f.schema.as_ref())
+        else {
+            continue;
+        };
+        plan.schema.checks = schema
+            .fields
+            .iter()
+            .map(|f| FieldCheck {
+                name: f.name.clone(),
+                ty: match f.kind {
+                    FieldType::Integer => CheckedType::Integer,
+                    FieldType::Number => CheckedType::Number,
+                    FieldType::String => CheckedType::String,
+                    FieldType::Boolean => CheckedType::Boolean,
+                    FieldType::Timestamp => CheckedType::Timestamp,
+                },
+                required: f.required,
+            })
+            .collect();
+        tracing::info!(source = %plan.name, topic, fields = plan.schema.checks.len(), "checking the topic schema");
+    }
     Ok(())
 }
 

@@ -95,9 +95,30 @@ const MALFORMED: &[&str] = &[
     r#"{"event_id":4,"card_id":null,"ts":1767225600000,"amount":2.0}"#,
 ];
 
+/// Records that violate only the topic schema (the pipeline reads neither `event_id` nor
+/// `country`): the oracle, which knows no schema, does not see them.
+const SCHEMA_VIOLATIONS: &[&str] = &[
+    r#"{"event_id":"five","card_id":"c1","ts":1767225600000,"amount":2.0}"#,
+    r#"{"event_id":6,"card_id":"c1","ts":1767225600000,"amount":2.0,"country":7}"#,
+];
+
+/// The data topic's schema (checked by `freshet run --topics-dir`).
+const SCHEMA: &str = r#"
+[schema]
+fields = [
+  { name = "event_id", type = "integer",   required = true },
+  { name = "card_id",  type = "string",    required = true },
+  { name = "ts",       type = "timestamp", required = true },
+  { name = "amount",   type = "number",    required = true },
+  { name = "country",  type = "string" },
+]
+"#;
+
 struct Workload {
     dir: tempfile::TempDir,
     file: PathBuf,
+    /// The same records without the schema violations: the oracle's input.
+    oracle_file: PathBuf,
     malformed: usize,
 }
 
@@ -122,20 +143,29 @@ fn workload() -> Workload {
     assert!(status.success());
     let clean = std::fs::read_to_string(dir.path().join("transactions.jsonl")).expect("data");
     let file = dir.path().join("mixed.jsonl");
+    let oracle_file = dir.path().join("oracle.jsonl");
     let mut out = std::fs::File::create(&file).expect("create");
+    let mut oracle = std::fs::File::create(&oracle_file).expect("create");
     let mut malformed = 0;
     for (i, line) in clean.lines().enumerate() {
         if i % 5_000 == 2_500 {
             for bad in MALFORMED {
                 writeln!(out, "{bad}").expect("write");
+                writeln!(oracle, "{bad}").expect("write");
+                malformed += 1;
+            }
+            for bad in SCHEMA_VIOLATIONS {
+                writeln!(out, "{bad}").expect("write");
                 malformed += 1;
             }
         }
         writeln!(out, "{line}").expect("write");
+        writeln!(oracle, "{line}").expect("write");
     }
     Workload {
         dir,
         file,
+        oracle_file,
         malformed,
     }
 }
@@ -178,7 +208,7 @@ fn pipeline(
     path
 }
 
-fn start(pipeline: &Path, state: &Path, names: &Names) -> Child {
+fn start(pipeline: &Path, state: &Path, names: &Names, topics_dir: &Path) -> Child {
     Command::new(FRESHET)
         .args(["run", "--pipeline"])
         .arg(pipeline)
@@ -191,6 +221,8 @@ fn start(pipeline: &Path, state: &Path, names: &Names) -> Child {
             &names.changelog,
         ])
         .args(["--dead-letter-topic", &names.dead_letters])
+        .arg("--topics-dir")
+        .arg(topics_dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -294,10 +326,7 @@ fn terminate(mut child: Child) {
 type TopicMessage = (Option<String>, Vec<u8>, BTreeMap<String, String>);
 
 /// Every message of `topic`.
-fn consume_all(
-    brokers: &str,
-    topic: &str,
-) -> Vec<TopicMessage> {
+fn consume_all(brokers: &str, topic: &str) -> Vec<TopicMessage> {
     let consumer: BaseConsumer = consumer_config(brokers, &unique("reader"))
         .create()
         .expect("consumer");
@@ -371,7 +400,7 @@ fn check_outputs(
     std::fs::create_dir_all(&fdir).expect("mkdir");
     let status = Command::new("python3")
         .arg(root.join("tests/oracle/oracle_windows.py"))
-        .arg(&w.file)
+        .arg(&w.oracle_file)
         .args([LATENESS_MS.to_string(), TTL_MS.to_string()])
         .arg(&odir)
         .args([
@@ -539,9 +568,10 @@ fn kafka_to_redis_converges_with_and_without_a_crash() {
             (&n.changelog, 2),
             (&n.dead_letters, 1),
         ] {
+            let schema = if *name == n.topic { SCHEMA } else { "" };
             std::fs::write(
                 topics_dir.join(format!("{name}.toml")),
-                format!("name = \"{name}\"\npartitions = {partitions}\nreplication_factor = 1\n"),
+                format!("name = \"{name}\"\npartitions = {partitions}\nreplication_factor = 1\n{schema}"),
             )
             .expect("topic file");
         }
@@ -569,7 +599,7 @@ fn kafka_to_redis_converges_with_and_without_a_crash() {
         let group = unique(tag);
         let pipeline = pipeline(w.dir.path(), &brokers, &redis, &n, &group, port);
         let state = w.dir.path().join(format!("state-{tag}"));
-        let mut child = start(&pipeline, &state, &n);
+        let mut child = start(&pipeline, &state, &n, &topics_dir);
         if crash {
             // SIGKILL somewhere between a tenth and nine tenths of the input
             let nanos = SystemTime::now()
@@ -589,7 +619,7 @@ fn kafka_to_redis_converges_with_and_without_a_crash() {
             child.kill().expect("SIGKILL");
             let _ = child.wait();
             eprintln!("killed freshet run after {at}+ events; restarting");
-            child = start(&pipeline, &state, &n);
+            child = start(&pipeline, &state, &n, &topics_dir);
         }
         let head = wait_caught_up(&mut child, port);
         let http = sample_http(port, &["c0000000", "c0000001", "c0000017", "c0000300"]);
