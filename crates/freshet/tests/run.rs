@@ -257,6 +257,8 @@ fn get(m: &HashMap<String, f64>, name: &str) -> f64 {
 fn wait_caught_up(child: &mut Child, port: u16) -> u64 {
     let deadline = Instant::now() + CATCH_UP;
     let mut seen_all_at: Option<f64> = None;
+    // the head and since when it has not moved
+    let mut last_head: Option<(u64, Instant)> = None;
     loop {
         assert!(
             Instant::now() < deadline,
@@ -273,30 +275,18 @@ fn wait_caught_up(child: &mut Child, port: u16) -> u64 {
             .map(|(_, v)| *v)
             .collect();
         let checkpoints = get(&m, "freshet_checkpoints_total");
+        let head = get(&m, "freshet_pipeline_head_ms") as u64;
+        if last_head.is_none_or(|(h, _)| h != head) {
+            last_head = Some((head, Instant::now()));
+        }
+        // partitions go idle after 5 s; the head is final once they have
+        let settled = last_head.is_some_and(|(_, since)| since.elapsed() > Duration::from_secs(6));
         if lags.len() == PARTITIONS as usize && lags.iter().all(|l| *l == 0.0) {
             match seen_all_at {
                 None => seen_all_at = Some(checkpoints),
-                // partitions go idle after 5 s; the head is final once they have
-                Some(c) if checkpoints >= c + 2.0 && idle_for(&m) => {
-                    return get(&m, "freshet_pipeline_head_ms") as u64;
-                }
+                Some(c) if checkpoints >= c + 2.0 && settled => return head,
                 Some(_) => {}
             }
-        }
-    }
-}
-
-/// Whether the head has stayed where it is for the idle timeout (it cannot move any more).
-fn idle_for(m: &HashMap<String, f64>) -> bool {
-    use std::sync::Mutex;
-    static LAST: Mutex<Option<(u64, Instant)>> = Mutex::new(None);
-    let head = get(m, "freshet_pipeline_head_ms") as u64;
-    let mut last = LAST.lock().expect("lock");
-    match *last {
-        Some((h, since)) if h == head => since.elapsed() > Duration::from_secs(6),
-        _ => {
-            *last = Some((head, Instant::now()));
-            false
         }
     }
 }
@@ -544,45 +534,157 @@ fn sample_http(port: u16, entities: &[&str]) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// Writes topic files for `n` (the data topic with [`SCHEMA`]) and applies them.
+fn create_topics(w: &Workload, brokers: &str, tag: &str, n: &Names) -> PathBuf {
+    let topics_dir = w.dir.path().join(format!("topics-{tag}"));
+    std::fs::create_dir_all(&topics_dir).expect("mkdir");
+    for (name, partitions) in [
+        (&n.topic, PARTITIONS),
+        (&n.changelog, 2),
+        (&n.dead_letters, 1),
+    ] {
+        let schema = if *name == n.topic { SCHEMA } else { "" };
+        std::fs::write(
+            topics_dir.join(format!("{name}.toml")),
+            format!(
+                "name = \"{name}\"\npartitions = {partitions}\nreplication_factor = 1\n{schema}"
+            ),
+        )
+        .expect("topic file");
+    }
+    run_ok(&[
+        "topics",
+        "apply",
+        "--brokers",
+        brokers,
+        "--dir",
+        &topics_dir.display().to_string(),
+    ]);
+    topics_dir
+}
+
+fn names(tag: &str) -> Names {
+    Names {
+        topic: unique(&format!("txn-{tag}")),
+        changelog: unique(&format!("changelog-{tag}")),
+        dead_letters: unique(&format!("dead-{tag}")),
+    }
+}
+
+fn health(port: u16) -> Option<u16> {
+    match ureq::get(&format!("http://127.0.0.1:{port}/healthz")).call() {
+        Ok(r) => Some(r.status().as_u16()),
+        Err(ureq::Error::StatusCode(code)) => Some(code),
+        Err(_) => None,
+    }
+}
+
+/// A redis-server of the test's own, with an append-only file so that a restart keeps its data.
+fn spawn_redis(dir: &Path, port: u16) -> Child {
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts (scripts/test.sh installs it)");
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server not ready on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn stop_redis(mut redis: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &redis.id().to_string()])
+        .status();
+    let _ = redis.wait();
+}
+
+#[test]
+fn a_redis_restart_mid_stream_degrades_health_and_loses_nothing() {
+    let Some((brokers, _)) = services() else {
+        return;
+    };
+    let w = workload();
+    let redis_dir = w.dir.path().join("redis");
+    std::fs::create_dir_all(&redis_dir).expect("mkdir");
+    let redis_port = free_port();
+    let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
+    let mut redis = spawn_redis(&redis_dir, redis_port);
+    let tag = "redis";
+    let n = names(tag);
+    let topics_dir = create_topics(&w, &brokers, tag, &n);
+    let port = free_port();
+    let pipeline = pipeline(w.dir.path(), &brokers, &redis_url, &n, &unique(tag), port);
+    let state = w.dir.path().join("state-redis");
+    let mut child = start(&pipeline, &state, &n, &topics_dir);
+    // traffic keeps flowing while Redis is away
+    let mut producer = Command::new(FRESHET)
+        .args(["produce", "--brokers", &brokers, "--topic", &n.topic])
+        .args(["--key-field", "card_id", "--rate", "5000/s"])
+        .arg(&w.file)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("produce");
+    let deadline = Instant::now() + CATCH_UP;
+    while metrics(port).is_none_or(|m| get(&m, "freshet_pipeline_events_total") < 3_000.0) {
+        assert!(Instant::now() < deadline, "no events flowing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop_redis(redis);
+    let mut degraded = false;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !degraded && Instant::now() < deadline {
+        degraded = health(port) == Some(503);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        degraded,
+        "/healthz never reported degraded while Redis was down"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    redis = spawn_redis(&redis_dir, redis_port);
+    assert!(producer.wait().expect("produce").success());
+    let head = wait_caught_up(&mut child, port);
+    assert_eq!(health(port), Some(200), "healthy again once Redis is back");
+    let http = sample_http(port, &["c0000000", "c0000001", "c0000017", "c0000300"]);
+    terminate(child);
+    check_outputs(&w, &brokers, &pipeline, &n, head, tag, &http);
+    stop_redis(redis);
+}
+
 #[test]
 fn kafka_to_redis_converges_with_and_without_a_crash() {
     let Some((brokers, redis)) = services() else {
         return;
     };
     let w = workload();
-    let names = |tag: &str| Names {
-        topic: unique(&format!("txn-{tag}")),
-        changelog: unique(&format!("changelog-{tag}")),
-        dead_letters: unique(&format!("dead-{tag}")),
-    };
     let mut dumps = Vec::new();
     // one topic for both runs; each run has its own changelog, dead-letter topic and group
     let shared_topic = unique("txn");
     for (tag, crash) in [("plain", false), ("crash", true)] {
         let mut n = names(tag);
         n.topic = shared_topic.clone();
-        let topics_dir = w.dir.path().join(format!("topics-{tag}"));
-        std::fs::create_dir_all(&topics_dir).expect("mkdir");
-        for (name, partitions) in [
-            (&n.topic, PARTITIONS),
-            (&n.changelog, 2),
-            (&n.dead_letters, 1),
-        ] {
-            let schema = if *name == n.topic { SCHEMA } else { "" };
-            std::fs::write(
-                topics_dir.join(format!("{name}.toml")),
-                format!("name = \"{name}\"\npartitions = {partitions}\nreplication_factor = 1\n{schema}"),
-            )
-            .expect("topic file");
-        }
-        run_ok(&[
-            "topics",
-            "apply",
-            "--brokers",
-            &brokers,
-            "--dir",
-            &topics_dir.display().to_string(),
-        ]);
+        let topics_dir = create_topics(&w, &brokers, tag, &n);
         if tag == "plain" {
             run_ok(&[
                 "produce",
