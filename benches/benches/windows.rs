@@ -48,6 +48,7 @@ fn run_once(spec: &PipelineSpec, input: &Arc<[u8]>, workers: usize) {
         changelog: Arc::new(Discard),
         dead_letters: Arc::new(Discard),
         drift: Arc::new(freshet_features::DiscardDrift),
+        models: Arc::new(freshet_features::DiscardModels),
         metrics: Arc::new(PipelineMetrics::new()),
         flush_interval: Duration::from_secs(1),
     };

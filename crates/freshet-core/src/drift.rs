@@ -24,11 +24,14 @@ impl DriftFieldKind {
         }
     }
 
-    /// Whether `measure` is computed for fields of this kind.
+    /// Whether `measure` is computed for fields of this kind (detectors: numeric only).
     pub const fn applies(self, measure: Measure) -> bool {
         match self {
             Self::Numeric => !matches!(measure, Measure::ChiSquare),
-            Self::Categorical => !matches!(measure, Measure::Ks | Measure::Wasserstein),
+            Self::Categorical => !matches!(
+                measure,
+                Measure::Ks | Measure::Wasserstein | Measure::Adwin | Measure::PageHinkley
+            ),
         }
     }
 }
@@ -61,21 +64,65 @@ pub struct DriftWindow {
 pub struct DriftAlert {
     /// The monitor.
     pub monitor: String,
-    /// The feature, `source.field`.
+    /// The feature, `source.field` or `view.feature`.
     pub feature: String,
-    /// The measure; for `ks` and `chi_square` the value is the p-value.
+    /// The measure; for `ks` and `chi_square` the value is the p-value; for the detectors
+    /// (`adwin`, `page_hinkley`) see [`DriftAlert::value`].
     pub measure: Measure,
     /// Fired or cleared.
     pub transition: Transition,
-    /// The window value that completed the streak.
+    /// Window measures: the window value that completed the streak. `adwin`: the estimated
+    /// change of the mean (newer minus older part of its window) at the detection;
+    /// `page_hinkley`: its statistic at the detection (positive for an increase, negative for
+    /// a decrease). A cleared detector alert repeats the value of its last detection.
     pub value: f64,
-    /// The threshold it was compared with.
+    /// The threshold it was compared with; for detectors their parameter (ADWIN's δ,
+    /// Page-Hinkley's λ).
     pub threshold: f64,
-    /// End of the window that caused the transition, epoch ms.
+    /// Start of the window that caused the transition, epoch ms; for a detector alert the
+    /// event time of the detection (or the clearing time), equal to the end.
+    pub window_start_ms: u64,
+    /// End of the window that caused the transition, epoch ms; for a detector alert the event
+    /// time of the value at which it detected the change (or the clearing time).
     pub window_end_ms: u64,
+    /// The event-time period of the reference the window was compared with, when known (not
+    /// for pinned snapshot references, nor for detectors).
+    pub reference: Option<ReferencePeriod>,
+}
+
+/// An event-time period `[start, end)`, epoch ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReferencePeriod {
+    /// Inclusive start.
+    pub start_ms: u64,
+    /// Exclusive end.
+    pub end_ms: u64,
 }
 
 impl DriftAlert {
+    /// The alert as delivered to webhooks and alert topics: `{"kind": "alert", "state",
+    /// "monitor", "feature", "measure", "value", "threshold", "window": {"start", "end"},
+    /// "reference": {"start", "end"} | null}` (times in epoch ms; a non-finite value is null).
+    pub fn message(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kind": "alert",
+            "state": self.state_name(),
+            "monitor": self.monitor,
+            "feature": self.feature,
+            "measure": self.measure.name(),
+            "value": self.value,
+            "threshold": self.threshold,
+            "window": {"start": self.window_start_ms, "end": self.window_end_ms},
+            "reference": self.reference.map(|r| serde_json::json!({"start": r.start_ms, "end": r.end_ms})),
+        })
+    }
+
+    /// The key alert messages are produced with: `monitor/feature`, so one feature's
+    /// transitions stay in order on one partition.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.monitor, self.feature)
+    }
+
     /// `"firing"` or `"cleared"`.
     pub fn state_name(&self) -> &'static str {
         match self.transition {
@@ -162,16 +209,18 @@ impl DriftBoard {
                             reference: ReferenceStatus::default(),
                             windows: 0,
                             latest: None,
-                            alerts: Measure::ALL
-                                .into_iter()
-                                .filter(|m| d.methods.contains(m))
-                                .filter_map(|m| {
-                                    d.alert.threshold(m).map(|threshold| AlertStatus {
-                                        measure: m,
-                                        threshold,
-                                        state: "ok",
-                                        firing_since: None,
-                                    })
+                            alerts: d
+                                .window_measures()
+                                .filter_map(|m| d.alert.threshold(m).map(|t| (m, t)))
+                                .chain(
+                                    d.detectors()
+                                        .filter_map(|m| d.detector_parameter(m).map(|t| (m, t))),
+                                )
+                                .map(|(measure, threshold)| AlertStatus {
+                                    measure,
+                                    threshold,
+                                    state: "ok",
+                                    firing_since: None,
                                 })
                                 .collect(),
                         })

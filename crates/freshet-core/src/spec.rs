@@ -48,6 +48,9 @@ pub struct PipelineSpec {
     /// Drift monitors (`[[drift]]`).
     #[serde(default, rename = "drift")]
     pub drift: Vec<Spanned<DriftSpec>>,
+    /// Online models (`[[model]]`, see [`crate::model`]).
+    #[serde(default, rename = "model")]
+    pub models: Vec<Spanned<crate::model::ModelSpec>>,
 }
 
 /// `[kafka]`: how to reach the brokers.
@@ -247,23 +250,27 @@ pub struct FeatureSpec {
     pub q: Option<f64>,
 }
 
-/// `[[drift]]`: a drift monitor over event fields, comparing tumbling event-time windows with a
-/// reference profile and raising alerts.
+/// `[[drift]]`: a drift monitor over event fields and computed features, comparing tumbling
+/// event-time windows with a reference profile, running streaming change detectors, and raising
+/// alerts (docs/drift.md).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DriftSpec {
     /// Monitor name, used in drift.jsonl, `/v1/drift`, metric labels and reference snapshots.
     pub name: String,
-    /// Monitored event fields as `source.field` (e.g. `transactions.amount`).
+    /// Monitored values: event fields as `source.field` (e.g. `transactions.amount`), or
+    /// computed features of a feature view as `view.feature` (e.g. `card.amount_mean_1h`).
     pub features: Vec<String>,
     /// Where the reference profiles come from.
     pub reference: ReferenceSpec,
     /// Length of the tumbling event-time windows `[k*window, (k+1)*window)` compared with the
     /// reference.
     pub window: HumanDuration,
-    /// Measures computed per window (default: all five). Numeric fields get `psi`, `ks`,
-    /// `jensen_shannon` and `wasserstein`; categorical fields `psi`, `jensen_shannon` and
-    /// `chi_square`; a measure that does not apply to a field's kind is skipped for it.
+    /// Methods (default: the five window measures). Window measures: numeric fields get `psi`,
+    /// `ks`, `jensen_shannon` and `wasserstein`; categorical fields `psi`, `jensen_shannon` and
+    /// `chi_square`. Streaming detectors, on every value of a numeric field in event-time order:
+    /// `adwin` and `page_hinkley`. A method that does not apply to a field's kind is skipped
+    /// for it.
     #[serde(default = "default_methods")]
     pub methods: Vec<Measure>,
     /// Alert thresholds and hysteresis (default: no thresholds, so no alerts).
@@ -280,6 +287,20 @@ pub struct DriftSpec {
     /// Profile sizes of categorical fields (top-K categories, reference summary size).
     #[serde(default)]
     pub categorical: freshet_drift::CategoricalConfig,
+    /// `chi_square` test: `goodness_of_fit` (default; the reference proportions taken as
+    /// exact) or `two_sample` (reference and window counts both samples).
+    #[serde(default)]
+    pub chi_square_test: freshet_drift::ChiSquareMethod,
+    /// ADWIN parameters, for `adwin` in `methods` (default: River's).
+    #[serde(default)]
+    pub adwin: freshet_drift::AdwinConfig,
+    /// Page-Hinkley parameters, for `page_hinkley` in `methods` (default: River's).
+    #[serde(default)]
+    pub page_hinkley: freshet_drift::PageHinkleyConfig,
+    /// Kafka topic `freshet run` produces each alert transition to (JSON, keyed by
+    /// `monitor/feature`); none by default.
+    #[serde(default)]
+    pub alert_topic: Option<String>,
 }
 
 fn default_methods() -> Vec<Measure> {
@@ -306,10 +327,22 @@ pub enum ReferenceSpec {
         /// The snapshot file.
         path: PathBuf,
     },
+    /// A rolling reference: the window ending at `e` is compared with event time
+    /// `[e - lag - duration, e - lag)`. `lag` and `duration` are whole multiples of `window`,
+    /// and `lag` is at least one window.
+    Lagged {
+        /// How far back the reference period ends, before the window's end.
+        lag: HumanDuration,
+        /// Length of the reference period.
+        duration: HumanDuration,
+    },
 }
 
+/// Most windows of history a lagged reference may keep (`(lag + duration) / window`).
+pub const MAX_LAGGED_WINDOWS: u64 = 10_000;
+
 /// How a monitored field is profiled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DriftFieldKind {
     /// Quantile bins and a sample: PSI, KS, Jensen–Shannon, Wasserstein.
@@ -318,8 +351,8 @@ pub enum DriftFieldKind {
     Categorical,
 }
 
-/// `alert = { .. }`: per-measure thresholds and the hysteresis shared by them.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+/// `alert = { .. }`: per-measure thresholds, the hysteresis shared by them, and delivery.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DriftAlertSpec {
     /// PSI at or above this breaches.
@@ -340,9 +373,14 @@ pub struct DriftAlertSpec {
     /// Consecutive breaching windows before an alert fires (default 2).
     #[serde(default = "default_fire_after")]
     pub fire_after: u32,
-    /// Consecutive calm windows before a firing alert clears (default 3).
+    /// Consecutive calm windows before a firing alert clears (default 3); a firing detector
+    /// alert clears after this many windows' worth of event time without a detection.
     #[serde(default = "default_clear_after")]
     pub clear_after: u32,
+    /// `http://host[:port]/path` that each alert transition is POSTed to as JSON, with retries,
+    /// from a background thread (docs/drift.md); none by default.
+    #[serde(default)]
+    pub webhook: Option<String>,
 }
 
 const fn default_fire_after() -> u32 {
@@ -363,12 +401,14 @@ impl Default for DriftAlertSpec {
             chi_square_p: None,
             fire_after: default_fire_after(),
             clear_after: default_clear_after(),
+            webhook: None,
         }
     }
 }
 
 impl DriftAlertSpec {
-    /// The configured threshold of `measure`, if any.
+    /// The configured threshold of a window measure, if any (detectors have none here: see
+    /// [`DriftSpec::detector_parameter`]).
     pub fn threshold(&self, measure: Measure) -> Option<f64> {
         match measure {
             Measure::Psi => self.psi,
@@ -376,6 +416,7 @@ impl DriftAlertSpec {
             Measure::JensenShannon => self.jensen_shannon,
             Measure::Wasserstein => self.wasserstein,
             Measure::ChiSquare => self.chi_square_p,
+            Measure::Adwin | Measure::PageHinkley => None,
         }
     }
 
@@ -391,7 +432,7 @@ impl DriftAlertSpec {
     }
 }
 
-/// The name of a measure's key in `alert = { .. }`.
+/// The name of a measure's key in `alert = { .. }` (detectors have none; their name is given).
 pub const fn alert_key(measure: Measure) -> &'static str {
     match measure {
         Measure::Psi => "psi",
@@ -399,13 +440,39 @@ pub const fn alert_key(measure: Measure) -> &'static str {
         Measure::JensenShannon => "jensen_shannon",
         Measure::Wasserstein => "wasserstein",
         Measure::ChiSquare => "chi_square_p",
+        Measure::Adwin => "adwin",
+        Measure::PageHinkley => "page_hinkley",
     }
 }
 
 impl DriftSpec {
-    /// The monitored features as (source, field) pairs; call on a validated spec.
+    /// The monitored features as (source or view, field or feature) pairs; call on a validated
+    /// spec.
     pub fn feature_refs(&self) -> impl Iterator<Item = (&str, &str)> {
         self.features.iter().filter_map(|f| f.split_once('.'))
+    }
+
+    /// The window measures of `methods`, in [`Measure::ALL`] order.
+    pub fn window_measures(&self) -> impl Iterator<Item = Measure> + '_ {
+        Measure::ALL
+            .into_iter()
+            .filter(|m| self.methods.contains(m))
+    }
+
+    /// The streaming detectors of `methods`, in [`Measure::DETECTORS`] order.
+    pub fn detectors(&self) -> impl Iterator<Item = Measure> + '_ {
+        Measure::DETECTORS
+            .into_iter()
+            .filter(|m| self.methods.contains(m))
+    }
+
+    /// The parameter a detector alert reports as its threshold: ADWIN's δ, Page-Hinkley's λ.
+    pub fn detector_parameter(&self, measure: Measure) -> Option<f64> {
+        match measure {
+            Measure::Adwin => Some(self.adwin.delta),
+            Measure::PageHinkley => Some(self.page_hinkley.threshold),
+            _ => None,
+        }
     }
 }
 
@@ -495,6 +562,11 @@ impl PipelineSpec {
         })?;
         spec.validate(&errors)?;
         Ok(spec)
+    }
+
+    /// The `[[feature_view]]` named `name`.
+    pub fn feature_view(&self, name: &str) -> Option<&Spanned<FeatureViewSpec>> {
+        self.feature_views.iter().find(|v| v.get_ref().name == name)
     }
 
     /// Looks up a source by name.
@@ -588,38 +660,136 @@ impl PipelineSpec {
             self.validate_drift(d)
                 .map_err(|m| errors.at(at, format!("drift `{}`: {m}", d.name)))?;
         }
+        let mut model_names = HashSet::new();
+        for model in &self.models {
+            let at = model.span().start;
+            let m = model.get_ref();
+            m.validate().map_err(|e| errors.at(at, e.to_string()))?;
+            if !model_names.insert(m.name.as_str()) {
+                return Err(errors.at(at, format!("duplicate model name `{}`", m.name)));
+            }
+            self.validate_model(m)
+                .map_err(|e| errors.at(at, format!("model `{}`: {e}", m.name)))?;
+        }
+        Ok(())
+    }
+
+    /// Cross-table checks of a model: its features name existing views or sources, all of one
+    /// source (the model's *event source*), and its label source exists.
+    fn validate_model(&self, m: &crate::model::ModelSpec) -> Result<(), String> {
+        let mut event_source: Option<&str> = None;
+        let mut views = HashSet::new();
+        for feature in &m.features {
+            let Some((table, name)) = feature.split_once('.') else {
+                return Err(format!(
+                    "feature `{feature}`: expected `view.feature` or `source.field`"
+                ));
+            };
+            let source = if let Some(view) = self.feature_view(table) {
+                let v = view.get_ref();
+                if !v.features.iter().any(|f| f.get_ref().name == name) {
+                    return Err(format!(
+                        "feature `{feature}`: view `{table}` has no feature `{name}`"
+                    ));
+                }
+                views.insert(table);
+                v.source.as_str()
+            } else if self.source(table).is_some() {
+                table
+            } else {
+                return Err(format!(
+                    "feature `{feature}`: no feature view or source named `{table}`"
+                ));
+            };
+            match event_source {
+                Some(s) if s != source => {
+                    return Err(format!(
+                        "feature `{feature}` comes from source `{source}` but other features from `{s}`; a model reads one source's events"
+                    ))
+                }
+                _ => event_source = Some(source),
+            }
+        }
+        if views.len() > 1 {
+            return Err("features from more than one feature view; use one view per model".into());
+        }
+        if let Some(label_source) = &m.label.source {
+            if self.source(label_source).is_none() {
+                return Err(format!("label source `{label_source}` is not a [[source]]"));
+            }
+            if Some(label_source.as_str()) == event_source {
+                return Err("the label source must differ from the features' source".into());
+            }
+        }
         Ok(())
     }
 
     fn validate_drift(&self, d: &DriftSpec) -> Result<(), String> {
         if d.features.is_empty() {
-            return Err("declares no features; expected features = [\"source.field\", ..]".into());
+            return Err(
+                "declares no features; expected features = [\"source.field\" or \"view.feature\", ..]"
+                    .into(),
+            );
         }
         let mut seen = HashSet::new();
         for feature in &d.features {
-            let Some((source, field)) = feature.split_once('.') else {
+            let Some((owner, field)) = feature.split_once('.') else {
                 return Err(format!(
-                    "feature `{feature}`: expected `source.field` (e.g. \"transactions.amount\")"
+                    "feature `{feature}`: expected `source.field` (e.g. \"transactions.amount\") or `view.feature`"
                 ));
             };
-            if field.is_empty() || source.is_empty() {
-                return Err(format!("feature `{feature}`: expected `source.field`"));
+            if field.is_empty() || owner.is_empty() {
+                return Err(format!(
+                    "feature `{feature}`: expected `source.field` or `view.feature`"
+                ));
             }
-            let Some(s) = self.source(source) else {
-                let known: Vec<&str> = self
-                    .sources
-                    .iter()
-                    .map(|s| s.get_ref().name.as_str())
-                    .collect();
-                return Err(format!(
-                    "feature `{feature}` reads source `{source}`, which is not declared; expected one of: {}",
-                    if known.is_empty() { "(no [[source]] declared)".to_owned() } else { known.join(", ") }
-                ));
-            };
-            if field == s.entity || field == s.event_time {
-                return Err(format!(
-                    "feature `{feature}`: `{field}` is the source's entity or event_time field, not a monitorable value"
-                ));
+            let view = self
+                .feature_views
+                .iter()
+                .map(Spanned::get_ref)
+                .find(|v| v.name == owner);
+            match (self.source(owner), view) {
+                (Some(_), Some(_)) => {
+                    return Err(format!(
+                        "feature `{feature}`: `{owner}` names both a source and a feature view; rename one of them"
+                    ));
+                }
+                (Some(s), None) => {
+                    if field == s.entity || field == s.event_time {
+                        return Err(format!(
+                            "feature `{feature}`: `{field}` is the source's entity or event_time field, not a monitorable value"
+                        ));
+                    }
+                }
+                (None, Some(v)) => {
+                    if !v.features.iter().any(|f| f.get_ref().name == field) {
+                        let known: Vec<&str> = v
+                            .features
+                            .iter()
+                            .map(|f| f.get_ref().name.as_str())
+                            .collect();
+                        return Err(format!(
+                            "feature `{feature}`: view `{owner}` has no feature `{field}`; expected one of: {}",
+                            known.join(", ")
+                        ));
+                    }
+                }
+                (None, None) => {
+                    let mut known: Vec<&str> = self
+                        .sources
+                        .iter()
+                        .map(|s| s.get_ref().name.as_str())
+                        .collect();
+                    known.extend(self.feature_views.iter().map(|v| v.get_ref().name.as_str()));
+                    return Err(format!(
+                        "feature `{feature}` reads source `{owner}`, which is not declared (nor is such a feature view); expected one of: {}",
+                        if known.is_empty() {
+                            "(no [[source]] declared)".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ));
+                }
             }
             if !seen.insert(feature.as_str()) {
                 return Err(format!("duplicate feature `{feature}`"));
@@ -643,13 +813,31 @@ impl PipelineSpec {
                     return Err("reference kind = \"file\" needs path = \"ref.json\"".into());
                 }
             }
+            ReferenceSpec::Lagged { lag, duration } => {
+                let w = d.window.as_ms();
+                if w > 0 {
+                    let (lag, duration) = (lag.as_ms(), duration.as_ms());
+                    if lag < w || lag % w != 0 || duration < w || duration % w != 0 {
+                        return Err(format!(
+                            "reference kind = \"lagged\": lag and duration must be whole multiples of window = \"{}\" (lag at least one window)",
+                            d.window
+                        ));
+                    }
+                    if (lag + duration) / w > MAX_LAGGED_WINDOWS {
+                        return Err(format!(
+                            "reference kind = \"lagged\": (lag + duration) / window = {} windows of history, at most {MAX_LAGGED_WINDOWS}",
+                            (lag + duration) / w
+                        ));
+                    }
+                }
+            }
         }
         if d.window.as_ms() == 0 {
             return Err("window must be positive".into());
         }
         if d.methods.is_empty() {
             return Err(
-                "methods is empty; expected some of psi, ks, jensen_shannon, wasserstein, chi_square".into(),
+                "methods is empty; expected some of psi, ks, jensen_shannon, wasserstein, chi_square, adwin, page_hinkley".into(),
             );
         }
         let mut methods = HashSet::new();
@@ -700,6 +888,28 @@ impl PipelineSpec {
         d.categorical
             .validate()
             .map_err(|e| format!("categorical: {e}"))?;
+        d.adwin.validate().map_err(|e| format!("adwin: {e}"))?;
+        d.page_hinkley
+            .validate()
+            .map_err(|e| format!("page_hinkley: {e}"))?;
+        if let Some(url) = &d.alert.webhook {
+            let rest = url.strip_prefix("http://").ok_or_else(|| {
+                format!("alert.webhook = \"{url}\": expected http://host[:port]/path (https is not supported)")
+            })?;
+            if rest.is_empty() || rest.starts_with('/') {
+                return Err(format!("alert.webhook = \"{url}\": no host"));
+            }
+        }
+        if d.alert_topic.as_deref().is_some_and(|t| {
+            t.is_empty()
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        }) {
+            return Err(
+                "alert_topic: expected a Kafka topic name (letters, digits, `.`, `_`, `-`)".into(),
+            );
+        }
         Ok(())
     }
 }

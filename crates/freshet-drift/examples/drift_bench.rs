@@ -25,10 +25,7 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Instant;
 
-use freshet_drift::measures::{
-    chi_square_2samp, chi_square_gof, js_distance, ks_2samp, psi, wasserstein_1,
-    WASSERSTEIN_MIN_STD,
-};
+use freshet_drift::measures::{chi_square_2samp, chi_square_gof, js_distance, psi};
 use freshet_drift::{
     Adwin, CategoricalConfig, CategoricalReference, NumericConfig, NumericReference, PageHinkley,
 };
@@ -204,7 +201,13 @@ fn run_unit(mut unit: Unit, windows: usize, win: usize, starts: &[usize], args: 
             .collect();
         let alarm: Vec<bool> = values
             .iter()
-            .map(|&v| if op == "p<" { v < threshold } else { v >= threshold })
+            .map(|&v| {
+                if op == "p<" {
+                    v < threshold
+                } else {
+                    v >= threshold
+                }
+            })
             .collect();
         let pre: Vec<bool> = starts
             .iter()
@@ -299,9 +302,8 @@ fn window_units(
             setup_s,
             score: Box::new(move |i| {
                 let mut sorted = windows[i].clone();
-                sorted.sort_unstable_by(f64::total_cmp);
-                let p = ks_2samp(reference.sorted_sample(), &sorted)
-                    .map_or(f64::NAN, |t| t.p_value);
+                freshet_drift::measures::sort_floats(&mut sorted);
+                let p = reference.ks_sorted(&sorted).map_or(f64::NAN, |t| t.p_value);
                 BTreeMap::from([("p", p)])
             }),
             rules: &[("p", "p<", 0.01)],
@@ -351,9 +353,10 @@ fn window_units(
             setup_s,
             score: Box::new(move |i| {
                 let mut sorted = windows[i].clone();
-                sorted.sort_unstable_by(f64::total_cmp);
-                let v = wasserstein_1(reference.sorted_sample(), &sorted)
-                    .map_or(f64::NAN, |d| d / reference.std().max(WASSERSTEIN_MIN_STD));
+                freshet_drift::measures::sort_floats(&mut sorted);
+                let v = reference
+                    .wasserstein_normed_sorted(&sorted)
+                    .unwrap_or(f64::NAN);
                 BTreeMap::from([("w", v)])
             }),
             rules: &[("w", ">=", 0.1)],
@@ -391,20 +394,38 @@ fn window_units(
         });
     }
 
-    let (creference, csetup) = timed(|| {
-        CategoricalReference::from_values(&categories[..r], CategoricalConfig::default())
-    });
+    let (creference, csetup) =
+        timed(|| CategoricalReference::from_values(&categories[..r], CategoricalConfig::default()));
     let creference = std::sync::Arc::new(creference?);
-    let categorical: [(&'static str, &'static [Rule], fn(&CategoricalReference, &freshet_drift::CategoricalProfile) -> BTreeMap<&'static str, f64>); 3] = [
+    let categorical: [(
+        &'static str,
+        &'static [Rule],
+        fn(
+            &CategoricalReference,
+            &freshet_drift::CategoricalProfile,
+        ) -> BTreeMap<&'static str, f64>,
+    ); 3] = [
         ("chi_square_gof(category)", &[("p", "p<", 0.01)], |r, p| {
-            BTreeMap::from([("p", chi_square_gof(r.counts(), p.counts()).map_or(f64::NAN, |t| t.p_value))])
+            BTreeMap::from([(
+                "p",
+                chi_square_gof(r.counts(), p.counts()).map_or(f64::NAN, |t| t.p_value),
+            )])
         }),
-        ("chi_square_2samp(category)", &[("p", "p<", 0.01)], |r, p| {
-            BTreeMap::from([("p", chi_square_2samp(r.counts(), p.counts()).map_or(f64::NAN, |t| t.p_value))])
-        }),
-        ("psi(category)", &[("psi", ">=", 0.1), ("psi@0.2", ">=", 0.2)], |r, p| {
-            BTreeMap::from([("psi", psi(r.counts(), p.counts()).unwrap_or(f64::NAN))])
-        }),
+        (
+            "chi_square_2samp(category)",
+            &[("p", "p<", 0.01)],
+            |r, p| {
+                BTreeMap::from([(
+                    "p",
+                    chi_square_2samp(r.counts(), p.counts()).map_or(f64::NAN, |t| t.p_value),
+                )])
+            },
+        ),
+        (
+            "psi(category)",
+            &[("psi", ">=", 0.1), ("psi@0.2", ">=", 0.2)],
+            |r, p| BTreeMap::from([("psi", psi(r.counts(), p.counts()).unwrap_or(f64::NAN))]),
+        ),
     ];
     for (name, rules, measure) in categorical {
         let (reference, windows) = (creference.clone(), category_windows.clone());
@@ -486,15 +507,15 @@ fn main() -> Result<(), String> {
     let args = parse_args()?;
     if let Some(n) = args.rss_values {
         let out = rss_run(n, args.window as u64).map_err(|e| e.to_string())?;
-        println!("{}", json!({"system": "freshet-drift", "task": "rss", "rss": out}));
+        println!(
+            "{}",
+            json!({"system": "freshet-drift", "task": "rss", "rss": out})
+        );
         return Ok(());
     }
     let (values, categories) = load(&format!("{}/drift.csv", args.data), args.rows)?;
     if values.len() < args.reference + args.window {
-        return Err(format!(
-            "{} rows: fewer than --ref + --win",
-            values.len()
-        ));
+        return Err(format!("{} rows: fewer than --ref + --win", values.len()));
     }
     let mut detectors = serde_json::Map::new();
     for (name, value) in [
@@ -524,11 +545,14 @@ fn main() -> Result<(), String> {
         detectors.insert(name, value);
     }
 
-    let reference = NumericReference::from_values(&values[..args.reference], NumericConfig::default(), 7)
-        .map_err(|e| e.to_string())?;
-    let creference =
-        CategoricalReference::from_values(&categories[..args.reference], CategoricalConfig::default())
+    let reference =
+        NumericReference::from_values(&values[..args.reference], NumericConfig::default(), 7)
             .map_err(|e| e.to_string())?;
+    let creference = CategoricalReference::from_values(
+        &categories[..args.reference],
+        CategoricalConfig::default(),
+    )
+    .map_err(|e| e.to_string())?;
     let mut profiles = serde_json::Map::new();
     let mut window = reference.new_window(1);
     profiles.insert(

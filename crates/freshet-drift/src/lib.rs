@@ -34,7 +34,7 @@ pub use alert::{AlertBook, AlertEvent, AlertKey, AlertRule, AlertState, Directio
 pub use categorical::{
     CategoricalConfig, CategoricalProfile, CategoricalReference, CategoricalReferenceBuilder,
 };
-pub use measures::{ChiSquareTest, KsTest, Measure};
+pub use measures::{ChiSquareMethod, ChiSquareTest, KsTest, Measure};
 pub use numeric::{
     NumericBins, NumericConfig, NumericDrift, NumericProfile, NumericReference,
     NumericReferenceBuilder,

@@ -56,7 +56,8 @@ pub const PSI_EMPTY_FILL: f64 = 1e-4;
 /// Floor of the reference standard deviation in the normed Wasserstein distance (Evidently's).
 pub const WASSERSTEIN_MIN_STD: f64 = 1e-3;
 
-/// The drift measures, named as in pipeline files.
+/// The drift methods, named as in pipeline files: five window measures, compared window by
+/// window with a reference, and two streaming change detectors, run on every value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Measure {
@@ -68,12 +69,16 @@ pub enum Measure {
     JensenShannon,
     /// Wasserstein-1 distance normed by the reference standard deviation.
     Wasserstein,
-    /// Chi-square goodness-of-fit test on categories; alerts on its p-value.
+    /// Chi-square test on categories (goodness of fit, or two-sample); alerts on its p-value.
     ChiSquare,
+    /// The ADWIN change detector ([`crate::adwin`]) on a numeric stream.
+    Adwin,
+    /// The Page-Hinkley change detector ([`crate::page_hinkley`]) on a numeric stream.
+    PageHinkley,
 }
 
 impl Measure {
-    /// Every measure, in a fixed order.
+    /// Every window measure, in a fixed order (the default `methods`).
     pub const ALL: [Measure; 5] = [
         Measure::Psi,
         Measure::Ks,
@@ -82,7 +87,16 @@ impl Measure {
         Measure::ChiSquare,
     ];
 
-    /// True when larger values mean drift (distances); false for p-values (tests).
+    /// The streaming change detectors.
+    pub const DETECTORS: [Measure; 2] = [Measure::Adwin, Measure::PageHinkley];
+
+    /// True for the streaming change detectors (run per value, not per window).
+    pub const fn is_detector(self) -> bool {
+        matches!(self, Measure::Adwin | Measure::PageHinkley)
+    }
+
+    /// True when larger values mean drift (distances); false for p-values (tests) and for the
+    /// detectors (which alert on a detection, not a threshold).
     pub const fn fires_above(self) -> bool {
         matches!(
             self,
@@ -98,6 +112,30 @@ impl Measure {
             Measure::JensenShannon => "jensen_shannon",
             Measure::Wasserstein => "wasserstein",
             Measure::ChiSquare => "chi_square",
+            Measure::Adwin => "adwin",
+            Measure::PageHinkley => "page_hinkley",
+        }
+    }
+}
+
+/// Which chi-square test a categorical feature gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChiSquareMethod {
+    /// Goodness of fit of the window to the reference proportions, taken as exact
+    /// ([`chi_square_gof`]).
+    #[default]
+    GoodnessOfFit,
+    /// Homogeneity of the reference and window counts, both samples ([`chi_square_2samp`]).
+    TwoSample,
+}
+
+impl ChiSquareMethod {
+    /// The test on reference and window counts over the same buckets.
+    pub fn test(self, reference: &[u64], window: &[u64]) -> Result<ChiSquareTest, DriftError> {
+        match self {
+            Self::GoodnessOfFit => chi_square_gof(reference, window),
+            Self::TwoSample => chi_square_2samp(reference, window),
         }
     }
 }
@@ -177,7 +215,7 @@ pub fn js_distance(reference: &[u64], window: &[u64]) -> Result<f64, DriftError>
     Ok(divergence.max(0.0).sqrt())
 }
 
-fn check_sorted(sample: &[f64], what: &'static str) -> Result<(), DriftError> {
+pub(crate) fn check_sorted(sample: &[f64], what: &'static str) -> Result<(), DriftError> {
     if sample.is_empty() {
         return Err(DriftError::Empty { what });
     }
@@ -187,45 +225,184 @@ fn check_sorted(sample: &[f64], what: &'static str) -> Result<(), DriftError> {
     Ok(())
 }
 
-/// Walks the merged support of two sorted samples, calling `f(x, next_x, F_a(x), F_b(x))` for
-/// each distinct value x (the last call has `next_x = x`).
-fn walk_cdfs(a: &[f64], b: &[f64], mut f: impl FnMut(f64, f64, f64, f64)) {
-    let (n, m) = (a.len() as f64, b.len() as f64);
+/// Walks the merged sequence of two sorted samples. After each value, with i values of `a`
+/// and j of `b` consumed, calls `step(value, |i·m − j·n|)`: the difference of the empirical
+/// CDFs times n·m, exact in integers. The merge takes the smaller head with integer selects,
+/// not a branch: a branching merge mispredicts about every other value.
+#[inline(always)]
+fn merge_walk(a: &[f64], b: &[f64], mut step: impl FnMut(f64, u64)) {
+    let (n, m) = (a.len(), b.len());
     let (mut i, mut j) = (0usize, 0usize);
-    let mut x = a[0].min(b[0]);
-    loop {
-        while i < a.len() && a[i] <= x {
-            i += 1;
-        }
-        while j < b.len() && b[j] <= x {
-            j += 1;
-        }
-        let next = match (a.get(i), b.get(j)) {
-            (Some(&p), Some(&q)) => p.min(q),
-            (Some(&p), None) => p,
-            (None, Some(&q)) => q,
-            (None, None) => {
-                f(x, x, i as f64 / n, j as f64 / m);
-                return;
-            }
-        };
-        f(x, next, i as f64 / n, j as f64 / m);
-        x = next;
+    // computed from i and j rather than carried: a carried `± m or n` becomes a branch
+    let diff = |i: usize, j: usize| ((i * m) as u64).abs_diff((j * n) as u64);
+    while i < n && j < m {
+        let (x, y) = (a[i], b[j]);
+        let take_a = x <= y;
+        i += usize::from(take_a);
+        j += usize::from(!take_a);
+        // the smaller head; `min` lowers to a select where an `if` would become a branch
+        step(x.min(y), diff(i, j));
     }
+    while i < n {
+        i += 1;
+        step(a[i - 1], diff(i, j));
+    }
+    while j < m {
+        j += 1;
+        step(b[j - 1], diff(i, j));
+    }
+}
+
+/// The KS statistic's numerator (max |i·m − j·n| over settled states) and the Wasserstein-1
+/// integral times n·m, in one walk.
+#[inline(always)]
+fn walk_ks_and_wasserstein(a: &[f64], b: &[f64], with_area: bool) -> (u64, f64) {
+    let finite = |s: &[f64]| {
+        s.first().is_some_and(|v| v.is_finite()) && s.last().is_some_and(|v| v.is_finite())
+    };
+    if a.len() + b.len() >= TWO_LANE_MIN && finite(a) && finite(b) {
+        return walk_two_lanes(a, b, with_area);
+    }
+    let first = match (a.first(), b.first()) {
+        (Some(&x), Some(&y)) => x.min(y),
+        _ => return (0, 0.0),
+    };
+    let mut lane = Lane::start(0, 0, first, 0);
+    merge_walk(a, b, |value, diff| lane.settle(value, diff, with_area));
+    (lane.largest.max(lane.previous_diff), lane.area)
+}
+
+/// Merged lengths from which [`walk_two_lanes`] splits the walk.
+const TWO_LANE_MIN: usize = 256;
+
+/// One merge position and what the KS and Wasserstein walks keep about it.
+struct Lane {
+    i: usize,
+    j: usize,
+    /// The last value consumed; the CDFs of the state after it hold on [previous, next value).
+    previous: f64,
+    /// |i·m − j·n| after `previous`.
+    previous_diff: u64,
+    largest: u64,
+    area: f64,
+}
+
+impl Lane {
+    fn start(i: usize, j: usize, previous: f64, previous_diff: u64) -> Self {
+        Self {
+            i,
+            j,
+            previous,
+            previous_diff,
+            largest: 0,
+            area: 0.0,
+        }
+    }
+
+    /// Consumes `value`, after which the CDF difference is `diff`: the previous state counts
+    /// for KS once the sequence has moved on to a larger value (after the last of a run of
+    /// ties), and adds its area over [previous, value).
+    #[inline(always)]
+    fn settle(&mut self, value: f64, diff: u64, with_area: bool) {
+        // a multiply, not a select: the select would become a branch on ties
+        self.largest = self
+            .largest
+            .max(self.previous_diff * u64::from(value > self.previous));
+        if with_area {
+            self.area += self.previous_diff as f64 * (value - self.previous);
+        }
+        self.previous = value;
+        self.previous_diff = diff;
+    }
+
+    /// One merge step over finite samples (+∞ stands for an exhausted side).
+    #[inline(always)]
+    fn step(&mut self, a: &[f64], b: &[f64], with_area: bool) {
+        let x = a.get(self.i).copied().unwrap_or(f64::INFINITY);
+        let y = b.get(self.j).copied().unwrap_or(f64::INFINITY);
+        let take_a = x <= y;
+        self.i += usize::from(take_a);
+        self.j += usize::from(!take_a);
+        let diff = ((self.i * b.len()) as u64).abs_diff((self.j * a.len()) as u64);
+        self.settle(x.min(y), diff, with_area);
+    }
+}
+
+/// The walk of [`walk_ks_and_wasserstein`] as two interleaved halves. A branch-free merge is
+/// bound by the latency of its own loop (load, compare, advance); two independent halves run
+/// side by side in the same time. The second half starts where the first ends: (i, j) with
+/// i + j = half, found by bisection on the merge path (ties go to `a` first, as in the walk).
+/// Both samples must be finite (+∞ marks an exhausted side).
+fn walk_two_lanes(a: &[f64], b: &[f64], with_area: bool) -> (u64, f64) {
+    let (n, m) = (a.len(), b.len());
+    let half = (n + m) / 2;
+    // largest i in [lo, hi] with a[i−1] ≤ b[half − i], i.e. a[i−1] is merged before b[j]
+    let (mut lo, mut hi) = (half.saturating_sub(m), half.min(n));
+    while lo < hi {
+        let i = (lo + hi).div_ceil(2);
+        if a[i - 1] <= b[half - i] {
+            lo = i;
+        } else {
+            hi = i - 1;
+        }
+    }
+    let (i1, j1) = (lo, half - lo);
+    let before_split = match (i1.checked_sub(1), j1.checked_sub(1)) {
+        (Some(i), Some(j)) => a[i].max(b[j]),
+        (Some(i), None) => a[i],
+        (None, Some(j)) => b[j],
+        (None, None) => f64::NEG_INFINITY,
+    };
+    let mut first = Lane::start(0, 0, a[0].min(b[0]), 0);
+    let split_diff = ((i1 * m) as u64).abs_diff((j1 * n) as u64);
+    let mut second = Lane::start(i1, j1, before_split, split_diff);
+    for _ in 0..half {
+        first.step(a, b, with_area);
+        second.step(a, b, with_area);
+    }
+    if n + m - half > half {
+        second.step(a, b, with_area);
+    }
+    // the first lane's last state is settled by the second lane's first step
+    let largest = first.largest.max(second.largest).max(second.previous_diff);
+    (largest, first.area + second.area)
+}
+
+/// KS test and unnormed Wasserstein-1 of two samples already known to be non-empty, sorted and
+/// NaN-free, in one walk.
+pub(crate) fn ks_and_wasserstein_unchecked(
+    reference_sorted: &[f64],
+    window_sorted: &[f64],
+) -> (KsTest, f64) {
+    let (n, m) = (reference_sorted.len(), window_sorted.len());
+    let (largest, area) = walk_ks_and_wasserstein(reference_sorted, window_sorted, true);
+    let scale = n as f64 * m as f64;
+    let d = largest as f64 / scale;
+    (
+        KsTest {
+            statistic: d,
+            p_value: ks_2samp_p_value(d, n, m),
+        },
+        area / scale,
+    )
 }
 
 /// Two-sample KS test between two samples sorted ascending (module doc).
 pub fn ks_2samp(reference_sorted: &[f64], window_sorted: &[f64]) -> Result<KsTest, DriftError> {
     check_sorted(reference_sorted, "reference sample")?;
     check_sorted(window_sorted, "window sample")?;
-    let mut d = 0.0f64;
-    walk_cdfs(reference_sorted, window_sorted, |_, _, fa, fb| {
-        d = d.max((fa - fb).abs())
-    });
-    Ok(KsTest {
+    Ok(ks_2samp_unchecked(reference_sorted, window_sorted))
+}
+
+/// [`ks_2samp`] on samples already known to be non-empty, sorted and NaN-free.
+pub(crate) fn ks_2samp_unchecked(reference_sorted: &[f64], window_sorted: &[f64]) -> KsTest {
+    let (n, m) = (reference_sorted.len(), window_sorted.len());
+    let (largest, _) = walk_ks_and_wasserstein(reference_sorted, window_sorted, false);
+    let d = largest as f64 / (n as f64 * m as f64);
+    KsTest {
         statistic: d,
-        p_value: ks_2samp_p_value(d, reference_sorted.len(), window_sorted.len()),
-    })
+        p_value: ks_2samp_p_value(d, n, m),
+    }
 }
 
 /// Wasserstein-1 distance between two samples sorted ascending, not normed
@@ -233,11 +410,38 @@ pub fn ks_2samp(reference_sorted: &[f64], window_sorted: &[f64]) -> Result<KsTes
 pub fn wasserstein_1(reference_sorted: &[f64], window_sorted: &[f64]) -> Result<f64, DriftError> {
     check_sorted(reference_sorted, "reference sample")?;
     check_sorted(window_sorted, "window sample")?;
-    let mut total = 0.0;
-    walk_cdfs(reference_sorted, window_sorted, |x, next, fa, fb| {
-        total += (fa - fb).abs() * (next - x)
-    });
-    Ok(total)
+    Ok(wasserstein_1_unchecked(reference_sorted, window_sorted))
+}
+
+/// [`wasserstein_1`] on samples already known to be non-empty, sorted and NaN-free.
+pub(crate) fn wasserstein_1_unchecked(reference_sorted: &[f64], window_sorted: &[f64]) -> f64 {
+    ks_and_wasserstein_unchecked(reference_sorted, window_sorted).1
+}
+
+/// Sorts finite-or-infinite, NaN-free values ascending, as `sort_unstable_by(f64::total_cmp)`
+/// would, but on integer keys: each value's bits are mapped once to an unsigned key that orders
+/// like the value, so the sort compares plain integers.
+pub fn sort_floats(values: &mut [f64]) {
+    let mut keys: Vec<u64> = values.iter().map(|v| order_key(*v)).collect();
+    keys.sort_unstable();
+    for (v, k) in values.iter_mut().zip(keys) {
+        *v = from_order_key(k);
+    }
+}
+
+/// Flips the sign bit of non-negative values and every bit of negative ones (IEEE 754 total
+/// order as unsigned integers).
+#[inline(always)]
+fn order_key(v: f64) -> u64 {
+    let bits = v.to_bits();
+    let mask = ((bits as i64 >> 63) as u64) | (1 << 63);
+    bits ^ mask
+}
+
+#[inline(always)]
+fn from_order_key(key: u64) -> f64 {
+    let mask = (((key as i64 >> 63) as u64) ^ u64::MAX) | (1 << 63);
+    f64::from_bits(key ^ mask)
 }
 
 /// Population standard deviation (ddof = 0), two-pass.
@@ -387,10 +591,28 @@ mod tests {
                 9,
                 1.777_725_617_707_052_3e-19,
             ),
-            (&[50, 50, 0], &[50, 49, 1], 1.010_101_010_101_010_2, 2, 0.603_475_096_117_159_5),
+            (
+                &[50, 50, 0],
+                &[50, 49, 1],
+                1.010_101_010_101_010_2,
+                2,
+                0.603_475_096_117_159_5,
+            ),
             // df = 1: Yates' correction
-            (&[30, 70], &[45, 55], 4.181_333_333_333_333, 1, 0.040_871_534_089_006_28),
-            (&[10, 20, 0, 5], &[12, 18, 0, 9], 1.217_278_961_639_864_7, 2, 0.544_090_611_456_125_4),
+            (
+                &[30, 70],
+                &[45, 55],
+                4.181_333_333_333_333,
+                1,
+                0.040_871_534_089_006_28,
+            ),
+            (
+                &[10, 20, 0, 5],
+                &[12, 18, 0, 9],
+                1.217_278_961_639_864_7,
+                2,
+                0.544_090_611_456_125_4,
+            ),
         ];
         for (r, w, statistic, df, p) in cases {
             let t = chi_square_2samp(r, w).expect("non-empty");
@@ -409,6 +631,29 @@ mod tests {
         let gof = chi_square_gof(&reference, &window).expect("non-empty");
         let two = chi_square_2samp(&reference, &window).expect("non-empty");
         assert!(gof.statistic > 1.8 * two.statistic, "{gof:?} {two:?}");
+    }
+
+    #[test]
+    fn float_sort_orders_like_total_cmp() {
+        let mut values = vec![
+            3.5,
+            -0.0,
+            0.0,
+            -1e-300,
+            f64::INFINITY,
+            -7.25,
+            1e300,
+            f64::NEG_INFINITY,
+            2.0,
+            -0.5,
+        ];
+        let mut want = values.clone();
+        want.sort_unstable_by(f64::total_cmp);
+        sort_floats(&mut values);
+        assert_eq!(
+            values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -521,6 +521,24 @@ impl NumericReferenceBuilder {
         Ok(())
     }
 
+    /// A builder holding an existing sample of the reference period (e.g. the union of
+    /// per-window samples of a lagged reference, [`Reservoir::union`]) and its missing count.
+    pub fn from_sample(
+        config: NumericConfig,
+        sample: Reservoir,
+        missing: u64,
+        seed: u64,
+    ) -> Result<Self, DriftError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            sample,
+            missing,
+            non_finite: 0,
+            seed,
+        })
+    }
+
     /// Fixes the bins and freezes the reference; fails when no finite value was seen.
     pub fn finish(self) -> Result<NumericReference, DriftError> {
         let sorted = self.sample.sorted_values();
@@ -544,7 +562,11 @@ impl NumericReferenceBuilder {
 }
 
 /// The frozen reference profile of a numeric feature (module doc).
+///
+/// Deserialisation checks what the measures rely on (a non-empty, finite, sorted sample, one
+/// count per bin), so a hand-edited snapshot cannot feed them invalid input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "NumericReferenceRepr")]
 pub struct NumericReference {
     config: NumericConfig,
     bins: NumericBins,
@@ -554,6 +576,45 @@ pub struct NumericReference {
     seen: u64,
     missing: u64,
     seed: u64,
+}
+
+#[derive(Deserialize)]
+struct NumericReferenceRepr {
+    config: NumericConfig,
+    bins: NumericBins,
+    counts: Vec<u64>,
+    sorted_sample: Vec<f64>,
+    std: f64,
+    seen: u64,
+    missing: u64,
+    seed: u64,
+}
+
+impl TryFrom<NumericReferenceRepr> for NumericReference {
+    type Error = DriftError;
+    fn try_from(r: NumericReferenceRepr) -> Result<Self, DriftError> {
+        r.config.validate()?;
+        measures::check_sorted(&r.sorted_sample, "reference sample")?;
+        if r.sorted_sample.iter().any(|v| !v.is_finite()) {
+            return Err(DriftError::NotSorted);
+        }
+        if r.counts.len() != r.bins.len() {
+            return Err(DriftError::LengthMismatch {
+                left: r.counts.len(),
+                right: r.bins.len(),
+            });
+        }
+        Ok(Self {
+            config: r.config,
+            bins: r.bins,
+            counts: r.counts,
+            sorted_sample: r.sorted_sample,
+            std: r.std,
+            seen: r.seen,
+            missing: r.missing,
+            seed: r.seed,
+        })
+    }
 }
 
 /// Every numeric measure of one window against the reference.
@@ -591,6 +652,21 @@ impl NumericReference {
             self.config.window_sample,
             self.seed ^ window_seed.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         )
+    }
+
+    /// A window profile built from a window's sample alone: its bin counts are those of the
+    /// sample (exact while the window had at most the sample's capacity of values), for windows
+    /// whose values were seen before their reference's bins existed (lagged references).
+    pub fn window_from_sample(&self, sample: Reservoir, missing: u64) -> NumericProfile {
+        let mut counts = vec![0u64; self.bins.len()];
+        // lengths agree by construction
+        let _ = self.bins.histogram(sample.values(), &mut counts);
+        NumericProfile {
+            bins: self.bins.clone(),
+            counts,
+            missing,
+            sample,
+        }
     }
 
     /// The bins fixed from the reference quantiles.
@@ -644,25 +720,46 @@ impl NumericReference {
 
     /// KS test of the window sample against the reference sample.
     pub fn ks(&self, window: &NumericProfile) -> Result<KsTest, DriftError> {
-        measures::ks_2samp(&self.sorted_sample, &window.sample.sorted_values())
+        self.ks_sorted(&window.sample.sorted_values())
+    }
+
+    /// KS test of a sorted window sample against the reference sample (the reference side
+    /// was checked when the reference was built, so only the window is).
+    pub fn ks_sorted(&self, window_sorted: &[f64]) -> Result<KsTest, DriftError> {
+        measures::check_sorted(window_sorted, "window sample")?;
+        Ok(measures::ks_2samp_unchecked(
+            &self.sorted_sample,
+            window_sorted,
+        ))
     }
 
     /// Wasserstein-1 between the samples, normed by max(reference std, 0.001).
     pub fn wasserstein_normed(&self, window: &NumericProfile) -> Result<f64, DriftError> {
-        let w = measures::wasserstein_1(&self.sorted_sample, &window.sample.sorted_values())?;
-        Ok(w / self.std.max(measures::WASSERSTEIN_MIN_STD))
+        self.wasserstein_normed_sorted(&window.sample.sorted_values())
+    }
+
+    /// Wasserstein-1 between the reference sample and a sorted window sample, normed by
+    /// max(reference std, 0.001).
+    pub fn wasserstein_normed_sorted(&self, window_sorted: &[f64]) -> Result<f64, DriftError> {
+        measures::check_sorted(window_sorted, "window sample")?;
+        Ok(
+            measures::wasserstein_1_unchecked(&self.sorted_sample, window_sorted)
+                / self.std.max(measures::WASSERSTEIN_MIN_STD),
+        )
     }
 
     /// All numeric measures at once (sorts the window sample once).
     pub fn compare(&self, window: &NumericProfile) -> Result<NumericDrift, DriftError> {
         self.check_layout(window)?;
         let sorted = window.sample.sorted_values();
+        measures::check_sorted(&sorted, "window sample")?;
+        let (ks, wasserstein) =
+            measures::ks_and_wasserstein_unchecked(&self.sorted_sample, &sorted);
         Ok(NumericDrift {
             psi: measures::psi(&self.counts, &window.counts)?,
             jensen_shannon: measures::js_distance(&self.counts, &window.counts)?,
-            ks: measures::ks_2samp(&self.sorted_sample, &sorted)?,
-            wasserstein: measures::wasserstein_1(&self.sorted_sample, &sorted)?
-                / self.std.max(measures::WASSERSTEIN_MIN_STD),
+            ks,
+            wasserstein: wasserstein / self.std.max(measures::WASSERSTEIN_MIN_STD),
         })
     }
 }

@@ -119,7 +119,7 @@ impl Reservoir {
     /// The kept values sorted ascending (a copy).
     pub fn sorted_values(&self) -> Vec<f64> {
         let mut v = self.items.clone();
-        v.sort_unstable_by(f64::total_cmp);
+        crate::measures::sort_floats(&mut v);
         v
     }
 
@@ -186,6 +186,82 @@ impl Reservoir {
     }
 }
 
+impl Reservoir {
+    /// A uniform subsample of at most `capacity` of the kept values, standing for the same
+    /// `seen` values (a uniform subset of a uniform sample is uniform).
+    pub fn downsample(&self, capacity: usize, seed: u64) -> Reservoir {
+        let mut rng = SplitMix64::new(seed);
+        let mut items = self.items.clone();
+        let keep = capacity.max(1).min(items.len());
+        partial_shuffle(&mut items, keep, &mut rng);
+        items.truncate(keep);
+        items.shrink_to_fit();
+        Self::from_parts(capacity.max(1), self.seen, items, rng)
+    }
+
+    /// A sample of the union of the streams behind `parts`, stratified by stream size: part i
+    /// contributes k_i ≈ K · seen_i / Σ seen values (largest remainders), K as large as every
+    /// part's kept values and `capacity` allow, each part's share a uniform subset of its
+    /// sample. Every value of the union is then equally likely to be kept, up to rounding.
+    pub fn union(parts: &[&Reservoir], capacity: usize, seed: u64) -> Reservoir {
+        let mut rng = SplitMix64::new(seed);
+        let capacity = capacity.max(1);
+        let seen: u64 = parts.iter().map(|p| p.seen).sum();
+        if seen == 0 {
+            return Self::from_parts(capacity, 0, Vec::new(), rng);
+        }
+        // the largest K at which no part is asked for more than it kept
+        let mut total = capacity as f64;
+        for p in parts.iter().filter(|p| p.seen > 0) {
+            total = total.min(p.items.len() as f64 * seen as f64 / p.seen as f64);
+        }
+        let shares: Vec<f64> = parts
+            .iter()
+            .map(|p| total * p.seen as f64 / seen as f64)
+            .collect();
+        let mut counts: Vec<usize> = shares.iter().map(|s| s.floor() as usize).collect();
+        let mut left = (total.floor() as usize).saturating_sub(counts.iter().sum());
+        let mut order: Vec<usize> = (0..parts.len()).collect();
+        order.sort_by(|&a, &b| {
+            (shares[b] - shares[b].floor()).total_cmp(&(shares[a] - shares[a].floor()))
+        });
+        for i in order {
+            if left == 0 {
+                break;
+            }
+            if counts[i] < parts[i].items.len() {
+                counts[i] += 1;
+                left -= 1;
+            }
+        }
+        let mut items = Vec::with_capacity(capacity);
+        for (p, &k) in parts.iter().zip(&counts) {
+            let mut mine = p.items.clone();
+            let k = k.min(mine.len());
+            partial_shuffle(&mut mine, k, &mut rng);
+            items.extend_from_slice(&mine[..k]);
+        }
+        Self::from_parts(capacity, seen, items, rng)
+    }
+
+    fn from_parts(capacity: usize, seen: u64, mut items: Vec<f64>, rng: SplitMix64) -> Reservoir {
+        items.reserve_exact(capacity.saturating_sub(items.len()));
+        let mut r = Self {
+            capacity,
+            seen,
+            items,
+            rng,
+            level: 1.0,
+            next_take: 0,
+        };
+        if r.items.len() == r.capacity {
+            r.level = (r.capacity as f64 / r.seen.max(1) as f64).min(1.0);
+            r.schedule_next();
+        }
+        r
+    }
+}
+
 /// Moves a uniform random subset of size `k` to the front of `v` (partial Fisher–Yates).
 fn partial_shuffle(v: &mut [f64], k: usize, rng: &mut SplitMix64) {
     let n = v.len();
@@ -221,6 +297,34 @@ mod tests {
             "mean {mean}"
         );
         assert_eq!(r.values().len(), 1000);
+    }
+
+    #[test]
+    fn union_is_stratified_by_stream_size() {
+        // three windows of 30k, 10k and 60k values, each kept as a sample of 5k
+        let mut parts = Vec::new();
+        for (i, n) in [(0.0, 30_000), (1.0, 10_000), (2.0, 60_000)] {
+            let mut r = Reservoir::new(5_000, n as u64);
+            for _ in 0..n {
+                r.update(i);
+            }
+            parts.push(r);
+        }
+        let refs: Vec<&Reservoir> = parts.iter().collect();
+        let u = Reservoir::union(&refs, 100_000, 3);
+        assert_eq!(u.seen(), 100_000);
+        // the largest part limits the sample: 5k of 60k, so 5k / 0.6 = 8333 values in all
+        assert_eq!(u.values().len(), 8_333);
+        let share = |x: f64| u.values().iter().filter(|&&v| v == x).count();
+        assert_eq!((share(0.0), share(1.0), share(2.0)), (2_500, 833, 5_000));
+        let small = Reservoir::union(&refs, 1_000, 3);
+        assert_eq!(small.values().len(), 1_000);
+        assert_eq!(small.values().iter().filter(|&&v| v == 2.0).count(), 600);
+        let d = parts[0].downsample(100, 1);
+        assert_eq!(
+            (d.values().len(), d.seen(), d.capacity()),
+            (100, 30_000, 100)
+        );
     }
 
     #[test]

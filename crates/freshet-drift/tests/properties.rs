@@ -114,3 +114,38 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+/// KS statistic and W1 by definition: the CDFs evaluated at every point of both samples.
+fn brute_force(a: &[f64], b: &[f64]) -> (f64, f64) {
+    let cdf = |s: &[f64], x: f64| s.partition_point(|&v| v <= x) as f64 / s.len() as f64;
+    let mut points: Vec<f64> = a.iter().chain(b).copied().collect();
+    points.sort_by(f64::total_cmp);
+    points.dedup();
+    let d = points
+        .iter()
+        .map(|&x| (cdf(a, x) - cdf(b, x)).abs())
+        .fold(0.0, f64::max);
+    let w = points
+        .windows(2)
+        .map(|p| (cdf(a, p[0]) - cdf(b, p[0])).abs() * (p[1] - p[0]))
+        .sum();
+    (d, w)
+}
+
+proptest! {
+    #[test]
+    fn ks_and_wasserstein_walks_equal_the_definition(
+        mut a in prop::collection::vec((-50i32..50).prop_map(|v| f64::from(v) / 4.0), 1..700),
+        mut b in prop::collection::vec((-60i32..40).prop_map(|v| f64::from(v) / 4.0), 1..700),
+    ) {
+        // coarse values: many ties, within and across the samples (both walk paths: short
+        // samples take the single walk, longer ones the two-lane split)
+        a.sort_by(f64::total_cmp);
+        b.sort_by(f64::total_cmp);
+        let (d, w) = brute_force(&a, &b);
+        let ks = ks_2samp(&a, &b).expect("non-empty");
+        prop_assert!((ks.statistic - d).abs() < 1e-12, "{} vs {}", ks.statistic, d);
+        let got = wasserstein_1(&a, &b).expect("non-empty");
+        prop_assert!((got - w).abs() <= 1e-9 * (1.0 + w), "{} vs {}", got, w);
+    }
+}

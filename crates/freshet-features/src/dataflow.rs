@@ -24,17 +24,19 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use freshet_core::event::Decoded;
+use freshet_core::event::{Decoded, Scalar};
 use freshet_core::metrics::PipelineMetrics;
 use freshet_core::store::{OnlineStore, StoreError, StoreWrite};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::core::Map;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Exchange;
+use timely::dataflow::operators::{Concatenate, Exchange};
 
 use crate::checkpoint::{Checkpoint, Control, PartitionPosition, SourcePositions, ViewSnapshot};
 use crate::drift::{drift_operator, DriftSink};
+use crate::model::{row_of, LabelRow, ModelFeed, ModelInput, ModelSink, Release};
 use crate::plan::{SourcePlan, ViewPlan};
 use crate::source::{
     head, keep_late, poll_partition, Classified, DeadLetter, Partition, PartitionReader, ReadState,
@@ -77,6 +79,8 @@ pub struct Outputs {
     pub dead_letters: Arc<dyn DeadLetterSink>,
     /// Drift windows, alerts and frozen references.
     pub drift: Arc<dyn DriftSink>,
+    /// Examples and labels of online models.
+    pub models: Arc<dyn ModelSink>,
     /// Counters.
     pub metrics: Arc<PipelineMetrics>,
     /// How often changed vectors are flushed to the store.
@@ -232,6 +236,7 @@ fn run_inner(
         let (plans, inputs, outputs, failure, entities, live) = &shared;
         let index = worker.index();
         let peers = worker.peers();
+        let mut all_parts: Vec<Vec<Partition>> = Vec::new();
         for plan in plans {
             let parts: Vec<Partition> = match inputs.get(&plan.name).map(|f| f(index, peers)) {
                 None => Vec::new(),
@@ -257,34 +262,83 @@ fn run_inner(
                     Vec::new()
                 }
             };
-            worker.dataflow::<u64, _, _>(|scope| {
+            all_parts.push(parts);
+        }
+        // one dataflow for every source, so that models can join streams of two sources
+        worker.dataflow::<u64, _, _>(|scope| {
+            let mut model_streams: HashMap<String, Vec<ModelStream<'_>>> = HashMap::new();
+            for (plan, parts) in plans.iter().zip(all_parts) {
                 let records =
                     source_operator(scope, plan.clone(), parts, outputs, failure, live.clone());
                 if !plan.drift.is_empty() {
                     drift_operator(
                         &records,
-                        plan.drift.iter().cloned().map(Arc::new).collect(),
+                        plan.clone(),
                         outputs.drift.clone(),
                         failure.clone(),
                     );
+                }
+                for feed in plan.models.iter().filter(|f| f.view.is_none()) {
+                    let model = feed.model.clone();
+                    let feed = feed.clone();
+                    let rows = records.clone().flat_map(move |r: Record| match r {
+                        Record::Event(e) => Some(ModelInput::Row(row_of(&feed, &e, None))),
+                        _ => None,
+                    });
+                    model_streams.entry(model).or_default().push(rows);
+                }
+                for label in &plan.labels {
+                    let label = label.clone();
+                    let model = label.model.clone();
+                    let rows = records.clone().flat_map(move |r: Record| match r {
+                        Record::Event(e) => Some(ModelInput::Label(LabelRow {
+                            ts_ms: e.ts_ms,
+                            key: e
+                                .values
+                                .get(label.join_slot)
+                                .cloned()
+                                .unwrap_or(Scalar::Null),
+                            label: e
+                                .values
+                                .get(label.label_slot)
+                                .cloned()
+                                .unwrap_or(Scalar::Null),
+                        })),
+                        _ => None,
+                    });
+                    model_streams.entry(model).or_default().push(rows);
                 }
                 let exchanged = records.exchange(|r: &Record| match r {
                     Record::Event(e) => key_hash(&e.entity),
                     Record::End { to, .. } | Record::Barrier { to, .. } => *to,
                 });
                 for view in &plan.views {
-                    window_operator(
+                    let feeds: Vec<ModelFeed> = plan
+                        .models
+                        .iter()
+                        .filter(|f| f.view.as_deref() == Some(view.schema.name.as_str()))
+                        .cloned()
+                        .collect();
+                    let names: Vec<String> = feeds.iter().map(|f| f.model.clone()).collect();
+                    let rows = window_operator(
                         &exchanged,
                         plan.clone(),
                         Arc::new(view.clone()),
+                        feeds,
                         outputs,
                         failure,
                         entities,
                         live.clone(),
                     );
+                    for name in names {
+                        model_streams.entry(name).or_default().push(rows.clone());
+                    }
                 }
-            });
-        }
+            }
+            for (model, streams) in model_streams {
+                model_operator(scope, model, streams, outputs.models.clone());
+            }
+        });
     })
     .map_err(|e| RunError::Dataflow(e.to_string()))?;
     for result in guards.join() {
@@ -305,6 +359,53 @@ pub(crate) fn fail(slot: &Mutex<Option<RunError>>, error: RunError) {
 
 type Scope<'a> = timely::dataflow::Scope<'a, u64>;
 pub(crate) type RecordStream<'a> = timely::dataflow::Stream<'a, u64, Vec<Record>>;
+type ModelStream<'a> = timely::dataflow::Stream<'a, u64, Vec<ModelInput>>;
+
+/// Gathers one model's examples and labels on worker 0 and releases them to the sink in
+/// event-time order (see [`crate::model`]).
+fn model_operator<'a>(
+    scope: Scope<'a>,
+    model: String,
+    streams: Vec<ModelStream<'a>>,
+    sink: Arc<dyn ModelSink>,
+) {
+    let merged = scope.concatenate(streams);
+    // everything goes to worker 0; the operator elsewhere only drains its (empty) input
+    let gathers = scope.index() == 0;
+    merged.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        timely::dataflow::channels::pact::Exchange::new(|_: &ModelInput| 0u64),
+        &format!("Model({model})"),
+        move |_capability, _info| {
+            let mut release = Release::default();
+            let mut last_frontier: Option<u64> = Some(0);
+            let mut finished = false;
+            move |(input, frontier), _output| {
+                input.for_each(|_cap, data| {
+                    for item in data.drain(..) {
+                        let mine = match &item {
+                            ModelInput::Row(r) => r.model == model,
+                            ModelInput::Label(_) => true,
+                        };
+                        if mine {
+                            release.push(item);
+                        }
+                    }
+                });
+                if finished || !gathers {
+                    return;
+                }
+                let now = frontier.frontier().first().copied();
+                if now.is_none() {
+                    finished = true;
+                    release.release(&model, None, &sink);
+                } else if now > last_frontier {
+                    last_frontier = now;
+                    release.release(&model, now, &sink);
+                }
+            }
+        },
+    );
+}
 
 fn source_operator<'a>(
     scope: Scope<'a>,
@@ -443,15 +544,17 @@ fn source_operator<'a>(
     )
 }
 
-fn window_operator(
-    records: &RecordStream<'_>,
+#[allow(clippy::too_many_arguments)]
+fn window_operator<'a>(
+    records: &RecordStream<'a>,
     plan: Arc<SourcePlan>,
     view: Arc<ViewPlan>,
+    feeds: Vec<ModelFeed>,
     outputs: &Outputs,
     failure: &Arc<Mutex<Option<RunError>>>,
     entities: &Arc<Mutex<HashMap<String, usize>>>,
     live: Option<Live>,
-) {
+) -> ModelStream<'a> {
     let outputs = outputs.clone();
     let failure = failure.clone();
     let entities = entities.clone();
@@ -465,7 +568,7 @@ fn window_operator(
     let lateness = plan.lateness_ms;
     records
         .clone()
-        .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<ModelInput>>, _, _, _>(
             Pipeline,
             &format!("Window({name})"),
             move |_capability, info| {
@@ -494,12 +597,24 @@ fn window_operator(
                 let mut last_flush = Instant::now();
                 let mut closed: Vec<ClosedWindow> = Vec::new();
                 let mut writes: Vec<StoreWrite> = Vec::new();
-                move |(input, frontier), _output| {
-                    input.for_each(|_cap, data| {
+                let mut rows: Vec<ModelInput> = Vec::new();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| {
                         for record in data.drain(..) {
                             match record {
                                 Record::Event(event) => {
                                     t_end = Some(t_end.map_or(event.ts_ms, |t| t.max(event.ts_ms)));
+                                    if !feeds.is_empty() {
+                                        // as served before the event itself is applied
+                                        let served = state.served(&event.entity);
+                                        for feed in &feeds {
+                                            rows.push(ModelInput::Row(row_of(
+                                                feed,
+                                                &event,
+                                                served.as_deref(),
+                                            )));
+                                        }
+                                    }
                                     state.ingest(&event, &last_fields);
                                 }
                                 Record::End { clock_ms, .. } => {
@@ -554,6 +669,9 @@ fn window_operator(
                                     }
                                 }
                             }
+                        }
+                        if !rows.is_empty() {
+                            output.session(&cap).give_iterator(rows.drain(..));
                         }
                     });
                     if finished {
@@ -626,5 +744,5 @@ fn window_operator(
                     }
                 }
             },
-        );
+        )
 }

@@ -104,6 +104,10 @@ pub struct SourcePlan {
     pub views: Vec<ViewPlan>,
     /// Drift monitors reading fields of this source.
     pub drift: Vec<crate::drift::DriftPlan>,
+    /// Models whose examples are this source's events.
+    pub models: Vec<crate::model::ModelFeed>,
+    /// Models whose delayed labels are this source's events.
+    pub labels: Vec<crate::model::LabelFeed>,
 }
 
 /// Compiles a validated spec into one plan per source.
@@ -135,6 +139,7 @@ pub fn compile(spec: &PipelineSpec) -> Vec<SourcePlan> {
             let drift = crate::drift::compile(&monitors, &s.name, &mut |field| {
                 slot_of(field, FieldKind::Scalar)
             });
+            let (models, labels) = compile_models(spec, &s.name, &mut slot_of);
             SourcePlan {
                 name: s.name.clone(),
                 schema: EventSchema {
@@ -148,9 +153,103 @@ pub fn compile(spec: &PipelineSpec) -> Vec<SourcePlan> {
                 idle_timeout: s.idle_timeout.as_duration(),
                 views,
                 drift,
+                models,
+                labels,
             }
         })
         .collect()
+}
+
+/// The model feeds and label feeds of source `source` (the spec is validated: features name
+/// existing views and fields of one source).
+fn compile_models(
+    spec: &PipelineSpec,
+    source: &str,
+    slot_of: &mut dyn FnMut(&str, FieldKind) -> usize,
+) -> (Vec<crate::model::ModelFeed>, Vec<crate::model::LabelFeed>) {
+    use crate::model::{InputRef, LabelFeed, LabelRef, ModelFeed};
+    let mut feeds = Vec::new();
+    let mut labels = Vec::new();
+    for model in &spec.models {
+        let m = model.get_ref();
+        if m.label.source.as_deref() == Some(source) {
+            let join_key = m.label.join_key.clone().unwrap_or_default();
+            labels.push(LabelFeed {
+                model: m.name.clone(),
+                join_slot: slot_of(&join_key, FieldKind::Scalar),
+                label_slot: slot_of(&m.label.field, FieldKind::Scalar),
+            });
+        }
+        let mut view = None;
+        let mut inputs = Vec::new();
+        let mut reads_source = false;
+        for feature in &m.features {
+            let Some((table, name)) = feature.split_once('.') else {
+                continue;
+            };
+            if let Some(v) = spec.feature_view(table) {
+                let v = v.get_ref();
+                reads_source |= v.source == source;
+                let index = v
+                    .features
+                    .iter()
+                    .position(|f| f.get_ref().name == name)
+                    .unwrap_or(0);
+                view = Some(v.name.clone());
+                inputs.push(InputRef::View(index));
+            } else {
+                reads_source |= table == source;
+                inputs.push(InputRef::Field(slot_of(name, FieldKind::Scalar)));
+            }
+        }
+        if !reads_source {
+            continue;
+        }
+        let label = match (&m.label.source, &m.label.join_key) {
+            (Some(_), join_key) => LabelRef::Delayed {
+                join_slot: slot_of(join_key.as_deref().unwrap_or_default(), FieldKind::Scalar),
+            },
+            (None, _) => LabelRef::Immediate(slot_of(&m.label.field, FieldKind::Scalar)),
+        };
+        feeds.push(ModelFeed {
+            model: m.name.clone(),
+            view,
+            inputs,
+            label,
+        });
+    }
+    (feeds, labels)
+}
+
+/// Expands model features with a glob (`samples.x*`) against the field names of a sample
+/// event of their source ([`freshet_core::model::ModelSpec::resolve_features`]). `fields`
+/// returns a source's sample field names, or `None` when no sample is available (a glob is
+/// then an error naming it).
+pub fn expand_feature_globs(
+    spec: &mut PipelineSpec,
+    fields: &dyn Fn(&str) -> Option<Vec<String>>,
+) -> Result<(), String> {
+    for model in &mut spec.models {
+        let m = model.get_mut();
+        let mut available: Vec<String> = Vec::new();
+        for feature in m.features.iter().filter(|f| f.contains('*')) {
+            let table = feature.split_once('.').map_or("", |(t, _)| t);
+            let names = fields(table).ok_or_else(|| {
+                format!(
+                    "model `{}`: feature `{feature}` is a glob, and no event of source `{table}` was available to expand it",
+                    m.name
+                )
+            })?;
+            available.extend(names.into_iter().map(|n| format!("{table}.{n}")));
+        }
+        if available.is_empty() {
+            continue;
+        }
+        m.features = m
+            .resolve_features(available.iter().map(String::as_str))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn compile_view(

@@ -664,6 +664,13 @@ impl ViewState {
         }
     }
 
+    /// The vector of `entity` as it stands now (as served), if the key is held.
+    pub(crate) fn served(&self, entity: &str) -> Option<Vec<FeatureValue>> {
+        let slot = *self.index.get(entity)?;
+        let key = self.keys.get(slot as usize)?.as_ref()?;
+        Some(self.vector(key, self.head.unwrap_or(0)).values)
+    }
+
     /// Whether some key changed since the last flush.
     pub(crate) fn has_dirty(&self) -> bool {
         !self.dirty.is_empty()

@@ -10,6 +10,7 @@
 //! Every call that needs a broker waits at most [`client::CONNECT_TIMEOUT`] for it and then
 //! fails with an error naming the address; nothing here hangs on an unreachable broker.
 
+pub mod alerts;
 pub mod client;
 pub mod produce;
 pub mod reader;

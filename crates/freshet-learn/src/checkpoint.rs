@@ -87,7 +87,10 @@ fn host_u64(data: &[u64]) -> candle_core::Result<Tensor> {
     Tensor::from_vec(v, data.len(), &Device::Cpu)
 }
 
-fn stats_tensors(stats: &Standardizer, out: &mut HashMap<String, Tensor>) -> candle_core::Result<()> {
+fn stats_tensors(
+    stats: &Standardizer,
+    out: &mut HashMap<String, Tensor>,
+) -> candle_core::Result<()> {
     out.insert("pre.count".into(), host64(stats.count.clone())?);
     out.insert("pre.mean".into(), host64(stats.mean.clone())?);
     out.insert("pre.m2".into(), host64(stats.m2.clone())?);
@@ -106,7 +109,7 @@ pub(crate) fn save(learner: &Learner, dir: &Path) -> Result<PathBuf, LearnError>
         Engine::Linear(m) => {
             for ((group, weights), state) in GROUPS.iter().zip(m.group_weights()).zip(&m.state) {
                 if !weights.is_empty() {
-                    tensors.insert(format!("w.{group}"), host(weights.clone())?);
+                    tensors.insert(format!("w.{group}"), host(weights.to_vec())?);
                 }
                 for (i, s) in [&state.s1, &state.s2].into_iter().enumerate() {
                     if !s.is_empty() {
@@ -133,10 +136,19 @@ pub(crate) fn save(learner: &Learner, dir: &Path) -> Result<PathBuf, LearnError>
     }
     if !metrics.ring.is_empty() {
         let ring = &metrics.ring;
-        tensors.insert("metrics.ring.score".into(), host(ring.iter().map(|e| e.score).collect())?);
-        tensors.insert("metrics.ring.label".into(), host(ring.iter().map(|e| e.label).collect())?);
+        tensors.insert(
+            "metrics.ring.score".into(),
+            host(ring.iter().map(|e| e.score).collect())?,
+        );
+        tensors.insert(
+            "metrics.ring.label".into(),
+            host(ring.iter().map(|e| e.label).collect())?,
+        );
         let hits: Vec<u8> = ring.iter().map(|e| u8::from(e.hit)).collect();
-        tensors.insert("metrics.ring.hit".into(), Tensor::from_vec(hits, ring.len(), &Device::Cpu)?);
+        tensors.insert(
+            "metrics.ring.hit".into(),
+            Tensor::from_vec(hits, ring.len(), &Device::Cpu)?,
+        );
     }
     if !learner.pending.is_empty() {
         pending_tensors(&learner.pending, &mut tensors)?;
@@ -172,7 +184,10 @@ pub(crate) fn save(learner: &Learner, dir: &Path) -> Result<PathBuf, LearnError>
     Ok(path)
 }
 
-fn pending_tensors(pending: &[Example], out: &mut HashMap<String, Tensor>) -> candle_core::Result<()> {
+fn pending_tensors(
+    pending: &[Example],
+    out: &mut HashMap<String, Tensor>,
+) -> candle_core::Result<()> {
     let cells: usize = pending.iter().map(|e| e.values.len()).sum();
     let mut kind = Vec::with_capacity(cells);
     let mut number = Vec::with_capacity(cells);
@@ -189,7 +204,10 @@ fn pending_tensors(pending: &[Example], out: &mut HashMap<String, Tensor>) -> ca
             category.push(c);
         }
     }
-    out.insert("pending.kind".into(), Tensor::from_vec(kind, cells, &Device::Cpu)?);
+    out.insert(
+        "pending.kind".into(),
+        Tensor::from_vec(kind, cells, &Device::Cpu)?,
+    );
     out.insert("pending.number".into(), host64(number)?);
     out.insert("pending.category".into(), host_u64(&category)?);
     out.insert(
@@ -270,7 +288,10 @@ pub(crate) fn load(learner: &mut Learner, dir: &Path) -> Result<(), LearnError> 
     let path = meta_path(dir, &learner.spec.name);
     let meta = read_meta(&path)?;
     if meta.format != FORMAT {
-        return Err(invalid(&path, format!("format {} (this build reads {FORMAT})", meta.format)));
+        return Err(invalid(
+            &path,
+            format!("format {} (this build reads {FORMAT})", meta.format),
+        ));
     }
     if comparable(&meta.spec) != comparable(&learner.spec) {
         return Err(invalid(
@@ -279,12 +300,19 @@ pub(crate) fn load(learner: &mut Learner, dir: &Path) -> Result<(), LearnError> 
         ));
     }
     if meta.inputs != *learner.inputs {
-        return Err(invalid(&path, "the model's resolved inputs changed since the checkpoint"));
+        return Err(invalid(
+            &path,
+            "the model's resolved inputs changed since the checkpoint",
+        ));
     }
     if meta.engine != engine_name(&learner.engine) {
         return Err(invalid(
             &path,
-            format!("written by the {} engine, this learner uses {}", meta.engine, engine_name(&learner.engine)),
+            format!(
+                "written by the {} engine, this learner uses {}",
+                meta.engine,
+                engine_name(&learner.engine)
+            ),
         ));
     }
     let tensors_path = dir.join(&meta.tensors);
@@ -324,7 +352,10 @@ pub(crate) fn load(learner: &mut Learner, dir: &Path) -> Result<(), LearnError> 
                 states[i].s2 = t.optional_f32s(&format!("opt.{group}.s2"), len)?;
                 for (s, want) in [(&states[i].s1, arrays >= 1), (&states[i].s2, arrays >= 2)] {
                     if want && s.len() != lens[i] {
-                        return Err(invalid(&t.path, format!("optimizer state of `{group}` missing")));
+                        return Err(invalid(
+                            &t.path,
+                            format!("optimizer state of `{group}` missing"),
+                        ));
                     }
                 }
             }
@@ -334,7 +365,10 @@ pub(crate) fn load(learner: &mut Learner, dir: &Path) -> Result<(), LearnError> 
             let device = m.device().clone();
             let path = t.path.clone();
             m.restore(|name, like| {
-                let tensor = t.map.remove(name).ok_or_else(|| format!("tensor `{name}` missing"))?;
+                let tensor = t
+                    .map
+                    .remove(name)
+                    .ok_or_else(|| format!("tensor `{name}` missing"))?;
                 if tensor.shape() != like.shape() {
                     return Err(format!(
                         "tensor `{name}` has shape {:?}, the model needs {:?}",

@@ -36,6 +36,7 @@ pub struct LearnerOptions {
 }
 
 /// The implementation behind a learner.
+#[allow(clippy::large_enum_variant)] // one per learner; a box would only add a hop per update
 pub(crate) enum Engine {
     Linear(Linear),
     Net(Net),
@@ -52,13 +53,24 @@ impl Engine {
         }
     }
 
-    fn learn(&mut self, examples: &[Example]) -> Result<(), LearnError> {
+    /// One update from `examples`; appends their scores before the update to `scored` when
+    /// given.
+    fn learn(
+        &mut self,
+        examples: &[Example],
+        scored: Option<&mut Vec<f32>>,
+    ) -> Result<(), LearnError> {
         match self {
             Self::Linear(m) => {
-                m.learn(examples);
+                m.learn(examples, scored);
                 Ok(())
             }
-            Self::Net(m) => Ok(m.learn(examples)?),
+            Self::Net(m) => {
+                if let Some(out) = scored {
+                    m.score(examples, out)?;
+                }
+                Ok(m.learn(examples)?)
+            }
         }
     }
 
@@ -135,6 +147,7 @@ pub struct StepReport {
 /// checkpoints. Not shared between threads; readers use its [`ModelRegistry`].
 pub struct Learner {
     pub(crate) spec: ModelSpec,
+    name: Arc<str>,
     pub(crate) inputs: Arc<[String]>,
     pub(crate) head: Head,
     pub(crate) engine: Engine,
@@ -145,6 +158,8 @@ pub struct Learner {
     /// Examples learned (in applied updates).
     pub(crate) learned: u64,
     registry: ModelRegistry,
+    /// The previously current version, reused by the next publication if no reader holds it.
+    spare: Option<Arc<PublishedModel>>,
     checkpoint_dir: Option<PathBuf>,
     scores: Vec<f32>,
 }
@@ -186,9 +201,8 @@ impl Learner {
             return Err(spec_error(format!("{} inputs: at most 2^20", inputs.len())).into());
         }
         let device = select_device(spec)?;
-        let native = spec.kind.is_linear()
-            && device.is_cpu()
-            && options.engine == EngineChoice::Auto;
+        let native =
+            spec.kind.is_linear() && device.is_cpu() && options.engine == EngineChoice::Auto;
         let engine = if native {
             Engine::Linear(Linear::new(spec, inputs.len()))
         } else {
@@ -197,6 +211,7 @@ impl Learner {
         let head = Head::of(spec);
         let mut learner = Self {
             spec: spec.clone(),
+            name: spec.name.as_str().into(),
             inputs: inputs.into(),
             head,
             engine,
@@ -205,6 +220,7 @@ impl Learner {
             version: 0,
             learned: 0,
             registry: ModelRegistry::new(),
+            spare: None,
             checkpoint_dir: options.checkpoint_dir,
             scores: Vec::new(),
         };
@@ -296,7 +312,7 @@ impl Learner {
         if examples.is_empty() {
             return Ok(());
         }
-        self.engine.learn(examples)?;
+        self.engine.learn(examples, None)?;
         self.learned += examples.len() as u64;
         self.after_update()?;
         Ok(())
@@ -336,18 +352,21 @@ impl Learner {
             let (chunk, tail) = rest.split_at(take);
             rest = tail;
             self.scores.clear();
-            self.engine.score(chunk, &mut self.scores)?;
-            self.metrics
-                .record(&self.scores, chunk.iter().map(|e| e.label));
             if self.pending.is_empty() && take == batch {
-                self.engine.learn(chunk)?;
+                // A whole mini-batch in hand: one forward pass scores it and feeds the update.
+                self.engine.learn(chunk, Some(&mut self.scores))?;
+                self.metrics
+                    .record(&self.scores, chunk.iter().map(|e| e.label));
             } else {
+                self.engine.score(chunk, &mut self.scores)?;
+                self.metrics
+                    .record(&self.scores, chunk.iter().map(|e| e.label));
                 self.pending.extend_from_slice(chunk);
                 if self.pending.len() < batch {
                     continue;
                 }
                 let full = std::mem::take(&mut self.pending);
-                self.engine.learn(&full)?;
+                self.engine.learn(&full, None)?;
                 self.pending = full;
                 self.pending.clear();
             }
@@ -367,11 +386,11 @@ impl Learner {
     /// Publishes and checkpoints when their schedules say so.
     fn after_update(&mut self) -> Result<(), LearnError> {
         let updates = self.engine.updates();
-        if updates % self.spec.publish_every == 0 {
+        if updates.is_multiple_of(self.spec.publish_every) {
             self.publish()?;
         }
         let every = self.spec.checkpoint_every;
-        if every > 0 && updates % every == 0 && self.checkpoint_dir.is_some() {
+        if every > 0 && updates.is_multiple_of(every) && self.checkpoint_dir.is_some() {
             self.checkpoint()?;
         }
         Ok(())
@@ -385,16 +404,34 @@ impl Learner {
     }
 
     fn publish_current(&mut self) -> Result<(), LearnError> {
-        let frozen = self.engine.frozen()?;
-        self.registry.publish(PublishedModel {
-            name: self.spec.name.clone(),
-            kind: self.spec.kind,
-            version: self.version,
-            updates: self.engine.updates(),
-            examples: self.learned,
-            inputs: Arc::clone(&self.inputs),
-            frozen,
+        // The version replaced last time is recycled when no reader holds it any more: then
+        // publishing copies the weights into its buffers and allocates nothing.
+        let recycled = self.spare.take().and_then(|mut spare| {
+            let model = Arc::get_mut(&mut spare)?;
+            match (&mut model.frozen, &self.engine) {
+                (Frozen::Linear(scaler, weights), Engine::Linear(m)) => {
+                    m.refreeze(scaler, weights);
+                }
+                _ => return None,
+            }
+            model.version = self.version;
+            model.updates = self.engine.updates();
+            model.examples = self.learned;
+            Some(spare)
         });
+        let next = match recycled {
+            Some(model) => model,
+            None => Arc::new(PublishedModel {
+                name: Arc::clone(&self.name),
+                kind: self.spec.kind,
+                version: self.version,
+                updates: self.engine.updates(),
+                examples: self.learned,
+                inputs: Arc::clone(&self.inputs),
+                frozen: self.engine.frozen()?,
+            }),
+        };
+        self.spare = self.registry.swap(next);
         Ok(())
     }
 

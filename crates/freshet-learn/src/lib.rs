@@ -11,7 +11,7 @@
 //!   the linear kinds on candle are the same model as the native one (tests compare them).
 //! - Checkpoints are safetensors files (written and read through candle) plus JSON metadata.
 //!
-//! Both paths share the preprocessing ([`preprocess`](crate::preprocess)): running
+//! Both paths share the preprocessing: running
 //! standardisation (Welford, f64) of numbers, a learned weight (or embedding) for each missing
 //! input, and categorical values hashed into buckets: weights in linear models, learned
 //! embeddings summed per example in the `mlp`.
@@ -34,7 +34,7 @@ mod linear;
 mod metrics;
 mod net;
 mod optim;
-pub mod preprocess;
+mod preprocess;
 mod registry;
 
 #[cfg(test)]
@@ -45,4 +45,5 @@ pub use example::{hash_category, Example, Predictions, Value};
 pub use join::{JoinOutcome, LabelJoin};
 pub use learner::{select_device, EngineChoice, Learner, LearnerOptions, StepReport};
 pub use metrics::{MetricValues, ModelSummary, Prequential, AUC_BINS};
+pub use preprocess::Z_CLIP;
 pub use registry::{ModelRegistry, PublishedModel};

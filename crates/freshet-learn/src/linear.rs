@@ -11,7 +11,7 @@ use freshet_core::model::ModelSpec;
 use crate::example::Example;
 use crate::head::Head;
 use crate::optim::{state_arrays, Optimizer, StepRule};
-use crate::preprocess::{Scaler, Standardizer};
+use crate::preprocess::{Decoded, Scaler, Standardizer};
 
 /// The optimizer's state arrays of one parameter group (empty where the rule keeps none).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -54,24 +54,36 @@ pub(crate) struct LinearWeights {
     pub(crate) head: Head,
     pub(crate) inputs: usize,
     pub(crate) mask: u32,
-    /// `[outputs][inputs]`.
-    pub(crate) dense: Vec<f32>,
-    /// `[outputs]`.
-    pub(crate) bias: Vec<f32>,
-    /// `[inputs][outputs]`: the weight of "input i is missing".
-    pub(crate) missing: Vec<f32>,
+    /// `[outputs][inputs]` dense weights, then `[outputs]` biases, then `[inputs][outputs]`
+    /// weights of "input i is missing", in one buffer (one allocation per published copy).
+    pub(crate) params: Vec<f32>,
     /// `[buckets][outputs]`, empty until the first categorical value is learned.
     pub(crate) hashed: Vec<f32>,
 }
 
 impl LinearWeights {
+    /// Dense weights, biases, missing-input weights.
+    pub(crate) fn split(&self) -> (&[f32], &[f32], &[f32]) {
+        let k = self.head.outputs();
+        let (dense, rest) = self.params.split_at(k * self.inputs);
+        let (bias, missing) = rest.split_at(k);
+        (dense, bias, missing)
+    }
+
+    fn split_mut(&mut self) -> (&mut [f32], &mut [f32], &mut [f32]) {
+        let k = self.head.outputs();
+        let (dense, rest) = self.params.split_at_mut(k * self.inputs);
+        let (bias, missing) = rest.split_at_mut(k);
+        (dense, bias, missing)
+    }
+
     fn row(&self, row: u32) -> Option<&[f32]> {
         let k = self.head.outputs();
         let row = row as usize;
         let (table, r) = if row < self.inputs {
-            (&self.missing, row)
+            (self.split().2, row)
         } else {
-            (&self.hashed, row - self.inputs)
+            (&self.hashed[..], row - self.inputs)
         };
         table.get(r * k..(r + 1) * k)
     }
@@ -79,9 +91,9 @@ impl LinearWeights {
     /// Scores of one encoded example into `out` (`outputs` values).
     pub(crate) fn score_encoded(&self, z: &[f32], rows: &[u32], out: &mut [f32]) {
         let n = self.inputs;
+        let (dense, bias, _) = self.split();
         for (k, o) in out.iter_mut().enumerate() {
-            let w = &self.dense[k * n..(k + 1) * n];
-            *o = self.bias[k] + dot(w, z);
+            *o = bias[k] + dot(&dense[k * n..(k + 1) * n], z);
         }
         for &r in rows {
             if let Some(row) = self.row(r) {
@@ -98,11 +110,12 @@ impl LinearWeights {
         let k = self.head.outputs();
         let mut z = vec![0.0; self.inputs];
         let mut rows = Vec::new();
+        let mut decoded = Decoded::default();
         let start = out.len();
         out.resize(start + examples.len() * k, 0.0);
         for (e, o) in examples.iter().zip(out[start..].chunks_exact_mut(k)) {
             rows.clear();
-            scaler.encode(&e.values, self.mask, &mut z, &mut rows);
+            scaler.encode(&e.values, self.mask, &mut decoded, &mut z, &mut rows);
             self.score_encoded(&z, &rows, o);
         }
     }
@@ -133,6 +146,7 @@ struct Scratch {
     rows: Vec<u32>,
     row_ends: Vec<usize>,
     d: Vec<f32>,
+    decoded: Vec<Decoded>,
     grad_dense: Vec<f32>,
     grad_bias: Vec<f32>,
     grad_row: Vec<f32>,
@@ -178,9 +192,7 @@ impl Linear {
                 head,
                 inputs,
                 mask: spec.hash_buckets() - 1,
-                dense: vec![0.0; k * inputs],
-                bias: vec![0.0; k],
-                missing: vec![0.0; inputs * k],
+                params: vec![0.0; k * inputs + k + inputs * k],
                 hashed: Vec::new(),
             },
             state: [
@@ -203,9 +215,9 @@ impl Linear {
     }
 
     /// Weights of the groups, in the order of [`GROUPS`].
-    pub(crate) fn group_weights(&self) -> [&Vec<f32>; 4] {
-        let w = &self.weights;
-        [&w.dense, &w.bias, &w.missing, &w.hashed]
+    pub(crate) fn group_weights(&self) -> [&[f32]; 4] {
+        let (dense, bias, missing) = self.weights.split();
+        [dense, bias, missing, &self.weights.hashed]
     }
 
     /// Restores what a checkpoint holds; shapes were checked by the caller.
@@ -217,9 +229,7 @@ impl Linear {
         updates: u64,
     ) {
         let [dense, bias, missing, hashed] = weights;
-        self.weights.dense = dense;
-        self.weights.bias = bias;
-        self.weights.missing = missing;
+        self.weights.params = [dense, bias, missing].concat();
         self.weights.hashed = hashed;
         self.state = state;
         self.stats = stats;
@@ -239,8 +249,8 @@ impl Linear {
     }
 
     /// Encodes the batch with the current scaler and computes the batch gradient into the
-    /// scratch buffers.
-    fn gradient(&mut self, examples: &[Example]) {
+    /// scratch buffers; appends the scores to `scored` when given.
+    fn gradient(&mut self, examples: &[Example], mut scored: Option<&mut Vec<f32>>) {
         let Self {
             weights,
             scratch: s,
@@ -254,13 +264,16 @@ impl Linear {
         s.rows.clear();
         s.row_ends.clear();
         s.d.resize(batch * k, 0.0);
+        if s.decoded.len() < batch {
+            s.decoded.resize_with(batch, Decoded::default);
+        }
         let scaler = stats.scaler();
         let mut scores = [0.0f32; 1];
         let mut scores_multi = Vec::new();
         for (i, e) in examples.iter().enumerate() {
             let z = &mut s.z[i * n..(i + 1) * n];
             let start = s.rows.len();
-            scaler.encode(&e.values, weights.mask, z, &mut s.rows);
+            scaler.encode(&e.values, weights.mask, &mut s.decoded[i], z, &mut s.rows);
             s.row_ends.push(s.rows.len());
             let out: &mut [f32] = if k == 1 {
                 &mut scores
@@ -269,6 +282,9 @@ impl Linear {
                 &mut scores_multi
             };
             weights.score_encoded(z, &s.rows[start..], out);
+            if let Some(scored) = scored.as_deref_mut() {
+                scored.extend_from_slice(out);
+            }
             weights
                 .head
                 .dlogits(out, e.label, &mut s.d[i * k..(i + 1) * k]);
@@ -290,7 +306,7 @@ impl Linear {
             }
         }
         if *l2 > 0.0 {
-            for (g, &w) in s.grad_dense.iter_mut().zip(&weights.dense) {
+            for (g, &w) in s.grad_dense.iter_mut().zip(weights.split().0) {
                 *g += *l2 * w;
             }
         }
@@ -312,8 +328,9 @@ impl Linear {
         let k = self.weights.head.outputs();
         let n = self.weights.inputs;
         let [dense, bias, missing, hashed] = &mut self.state;
-        dense.apply(&rule, &mut self.weights.dense, &self.scratch.grad_dense);
-        bias.apply(&rule, &mut self.weights.bias, &self.scratch.grad_bias);
+        let (w_dense, w_bias, _) = self.weights.split_mut();
+        dense.apply(&rule, w_dense, &self.scratch.grad_dense);
+        bias.apply(&rule, w_bias, &self.scratch.grad_bias);
         let touches_hashed = self
             .scratch
             .touched
@@ -337,9 +354,9 @@ impl Linear {
                 }
             }
             let (w, state, r) = if row < n {
-                (&mut self.weights.missing, &mut *missing, row)
+                (self.weights.split_mut().2, &mut *missing, row)
             } else {
-                (&mut self.weights.hashed, &mut *hashed, row - n)
+                (&mut self.weights.hashed[..], &mut *hashed, row - n)
             };
             if self.l2 > 0.0 {
                 for (g, &wk) in s.grad_row.iter_mut().zip(&w[r * k..(r + 1) * k]) {
@@ -351,25 +368,26 @@ impl Linear {
         self.updates += 1;
     }
 
-    /// One update from a batch of validated examples: moments first, then the gradient at the
-    /// refreshed scaler.
-    pub(crate) fn learn(&mut self, examples: &[Example]) {
+    /// One update from a batch of validated examples: the gradient at the scaler that scored
+    /// them, then the batch joins the moments. Appends the scores (taken before the update) to
+    /// `scored` when given, so the prequential loop needs one forward pass, not two.
+    pub(crate) fn learn(&mut self, examples: &[Example], scored: Option<&mut Vec<f32>>) {
         if examples.is_empty() {
             return;
         }
-        for e in examples {
-            self.stats.observe(&e.values);
+        self.gradient(examples, scored);
+        self.step(examples.len());
+        for decoded in &self.scratch.decoded[..examples.len()] {
+            self.stats.observe(decoded);
         }
         self.stats.refresh();
-        self.gradient(examples);
-        self.step(examples.len());
     }
 
     /// The gradient of the batch loss (mean over the batch, plus `l2/2 |w|^2` over the dense
     /// and touched sparse weights) at the current weights and scaler, without updating.
     #[cfg(test)]
     pub(crate) fn batch_gradient(&mut self, examples: &[Example]) -> LinearGradient {
-        self.gradient(examples);
+        self.gradient(examples, None);
         let (n, k) = (self.weights.inputs, self.outputs());
         #[allow(clippy::cast_precision_loss)]
         let inv_batch = 1.0 / examples.len() as f32;
@@ -384,7 +402,7 @@ impl Linear {
             }
             let r = row as usize;
             let w = if r < n {
-                self.weights.missing.get(r * k..(r + 1) * k)
+                self.weights.split().2.get(r * k..(r + 1) * k)
             } else {
                 self.weights.hashed.get((r - n) * k..(r - n + 1) * k)
             };
@@ -406,9 +424,15 @@ impl Linear {
     #[cfg(test)]
     pub(crate) fn observe(&mut self, examples: &[Example]) {
         for e in examples {
-            self.stats.observe(&e.values);
+            self.stats.observe_values(&e.values);
         }
         self.stats.refresh();
+    }
+
+    /// Overwrites a published copy in place (reusing its buffers).
+    pub(crate) fn refreeze(&self, scaler: &mut Scaler, weights: &mut LinearWeights) {
+        scaler.clone_from(self.stats.scaler());
+        weights.clone_from(&self.weights);
     }
 
     /// The scaler and weights a published version needs.

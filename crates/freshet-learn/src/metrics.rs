@@ -148,13 +148,16 @@ impl Prequential {
                     let best = row
                         .iter()
                         .enumerate()
-                        .fold((0, f32::NEG_INFINITY), |acc, (i, &p)| {
-                            if p > acc.1 {
-                                (i, p)
-                            } else {
-                                acc
-                            }
-                        })
+                        .fold(
+                            (0, f32::NEG_INFINITY),
+                            |acc, (i, &p)| {
+                                if p > acc.1 {
+                                    (i, p)
+                                } else {
+                                    acc
+                                }
+                            },
+                        )
                         .0;
                     Entry {
                         score: p_true,
@@ -385,7 +388,8 @@ mod tests {
         let cumulative = m.cumulative();
         assert_eq!(cumulative.examples, 3);
         assert!((cumulative.accuracy.expect("classifier") - 2.0 / 3.0).abs() < 1e-12);
-        assert_eq!(cumulative.auc, Some(1.0));
+        // Positive 0.9; negatives 0.9 (a tie: 1/2) and 0.2 (1): (0.5 + 1) / 2.
+        assert_eq!(cumulative.auc, Some(0.75));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use freshet_core::model::{Activation, ModelSpec};
 use crate::example::Example;
 use crate::head::{class_index, Head};
 use crate::optim::{state_arrays, Optimizer};
-use crate::preprocess::{Scaler, Standardizer};
+use crate::preprocess::{Decoded, Scaler, Standardizer};
 
 /// The seed of the initial weights: the same spec always starts from the same model.
 const INIT_SEED: u64 = 0x5EED_F2E5_4E70;
@@ -35,8 +35,9 @@ fn encode(scaler: &Scaler, inputs: usize, mask: u32, examples: &[Example]) -> En
     let mut z = vec![0.0; batch * inputs];
     let mut rows = Vec::new();
     let mut example = Vec::new();
+    let mut decoded = Decoded::default();
     for (i, (e, zi)) in examples.iter().zip(z.chunks_exact_mut(inputs)).enumerate() {
-        scaler.encode(&e.values, mask, zi, &mut rows);
+        scaler.encode(&e.values, mask, &mut decoded, zi, &mut rows);
         #[allow(clippy::cast_possible_truncation)] // batch <= 65536
         example.resize(rows.len(), i as u32);
     }
@@ -122,7 +123,8 @@ impl NetWeights {
         let enc = encode(scaler, self.inputs, self.mask, examples);
         let device = self.emb.device();
         let dtype = self.emb.dtype();
-        let z = Tensor::from_vec(enc.z.clone(), (enc.batch, self.inputs), device)?.to_dtype(dtype)?;
+        let z =
+            Tensor::from_vec(enc.z.clone(), (enc.batch, self.inputs), device)?.to_dtype(dtype)?;
         let bag = if enc.unique.is_empty() {
             None
         } else {
@@ -137,7 +139,12 @@ impl NetWeights {
 
 fn push_scores(head: Head, logits: &Tensor, out: &mut Vec<f32>) -> candle_core::Result<()> {
     let start = out.len();
-    out.extend(logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+    out.extend(
+        logits
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?,
+    );
     for row in out[start..].chunks_exact_mut(head.outputs()) {
         head.link(row);
     }
@@ -291,10 +298,6 @@ impl Net {
         })
     }
 
-    pub(crate) fn outputs(&self) -> usize {
-        self.head.outputs()
-    }
-
     pub(crate) fn device(&self) -> &Device {
         self.emb.device()
     }
@@ -318,7 +321,11 @@ impl Net {
         }
     }
 
-    pub(crate) fn score(&self, examples: &[Example], out: &mut Vec<f32>) -> candle_core::Result<()> {
+    pub(crate) fn score(
+        &self,
+        examples: &[Example],
+        out: &mut Vec<f32>,
+    ) -> candle_core::Result<()> {
         self.view().score(self.stats.scaler(), examples, out)
     }
 
@@ -348,7 +355,8 @@ impl Net {
         let enc = encode(self.stats.scaler(), self.inputs, self.mask, examples);
         let device = self.device().clone();
         let dtype = self.emb.dtype();
-        let z = Tensor::from_vec(enc.z.clone(), (enc.batch, self.inputs), &device)?.to_dtype(dtype)?;
+        let z =
+            Tensor::from_vec(enc.z.clone(), (enc.batch, self.inputs), &device)?.to_dtype(dtype)?;
         let unique = Tensor::from_slice(&enc.unique, enc.unique.len(), &device)?;
         let rows = if enc.unique.is_empty() {
             None
@@ -401,24 +409,23 @@ impl Net {
         })
     }
 
-    /// One update from a batch of validated examples.
+    /// One update from a batch of validated examples: the gradient at the scaler that scored
+    /// them, then the batch joins the moments (as in the native path).
     pub(crate) fn learn(&mut self, examples: &[Example]) -> candle_core::Result<()> {
         if examples.is_empty() {
             return Ok(());
         }
-        for e in examples {
-            self.stats.observe(&e.values);
-        }
-        self.stats.refresh();
         let grads = self.gradients(examples)?;
         let rule = self.optimizer.rule(self.updates);
         for (layer, (gw, gb)) in self.layers.iter_mut().zip(&grads.dense) {
             let [s1, s2] = &layer.state_w;
-            let (w, n1, n2) = rule.apply_tensors(layer.w.as_tensor(), gw, s1.as_ref(), s2.as_ref())?;
+            let (w, n1, n2) =
+                rule.apply_tensors(layer.w.as_tensor(), gw, s1.as_ref(), s2.as_ref())?;
             layer.w.set(&w)?;
             layer.state_w = [n1, n2];
             let [s1, s2] = &layer.state_b;
-            let (b, n1, n2) = rule.apply_tensors(layer.b.as_tensor(), gb, s1.as_ref(), s2.as_ref())?;
+            let (b, n1, n2) =
+                rule.apply_tensors(layer.b.as_tensor(), gb, s1.as_ref(), s2.as_ref())?;
             layer.b.set(&b)?;
             layer.state_b = [n1, n2];
         }
@@ -441,6 +448,10 @@ impl Net {
             }
         }
         self.updates += 1;
+        for e in examples {
+            self.stats.observe_values(&e.values);
+        }
+        self.stats.refresh();
         Ok(())
     }
 
@@ -478,8 +489,14 @@ impl Net {
     ) -> Result<(), String> {
         let set = |var: &Var, t: Tensor| var.set(&t).map_err(|e| e.to_string());
         for (i, layer) in self.layers.iter_mut().enumerate() {
-            set(&layer.w, take(&format!("layer.{i}.w"), layer.w.as_tensor())?)?;
-            set(&layer.b, take(&format!("layer.{i}.b"), layer.b.as_tensor())?)?;
+            set(
+                &layer.w,
+                take(&format!("layer.{i}.w"), layer.w.as_tensor())?,
+            )?;
+            set(
+                &layer.b,
+                take(&format!("layer.{i}.b"), layer.b.as_tensor())?,
+            )?;
             for (j, s) in layer.state_w.iter_mut().enumerate() {
                 if let Some(s) = s {
                     *s = take(&format!("opt.layer.{i}.w.s{}", j + 1), s)?;
@@ -573,7 +590,11 @@ impl Net {
                     .to_scalar::<f64>()?;
             }
             if let Some(rows) = rows {
-                penalty += rows.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+                penalty += rows
+                    .to_dtype(DType::F64)?
+                    .sqr()?
+                    .sum_all()?
+                    .to_scalar::<f64>()?;
             }
             total += 0.5 * self.l2 * penalty;
             Ok(total)
@@ -613,7 +634,7 @@ impl Net {
 
     pub(crate) fn observe(&mut self, examples: &[Example]) {
         for e in examples {
-            self.stats.observe(&e.values);
+            self.stats.observe_values(&e.values);
         }
         self.stats.refresh();
     }

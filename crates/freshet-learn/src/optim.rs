@@ -51,6 +51,20 @@ fn f(x: f64) -> f32 {
     x as f32
 }
 
+/// `1 - base^t` for a beta in `[0, 1)`. Past the `t` where `base^t < 2^-60`, `1 - base^t`
+/// rounds to exactly 1 in f64, so the power is skipped (it costs tens of nanoseconds per
+/// update); below it, `powi` (the same result for the same `t` within a build, which resuming
+/// bit for bit needs).
+fn one_minus_power(base: f64, t: u64) -> f64 {
+    // 0.999^t (the slowest usual beta) is below 2^-60 from t = 41570 on; the bound below is
+    // conservative for every beta <= 0.999 and exact enough for larger ones via the power.
+    let negligible = base <= 0.999 && t >= 41_570 || base <= 0.9 && t >= 395 || base == 0.0;
+    match i32::try_from(t) {
+        Ok(t) if !negligible => 1.0 - base.powi(t),
+        _ => 1.0,
+    }
+}
+
 impl Optimizer {
     /// The rule of update number `t` (0 for the first update).
     pub(crate) fn rule(&self, t: u64) -> StepRule {
@@ -63,10 +77,8 @@ impl Optimizer {
                 beta2,
                 eps,
             } => {
-                #[allow(clippy::cast_precision_loss)] // exact below 2^53 updates
-                let t1 = (t + 1) as f64;
-                let c1 = 1.0 - beta1.powf(t1);
-                let c2 = (1.0 - beta2.powf(t1)).sqrt();
+                let c1 = one_minus_power(beta1, t + 1);
+                let c2 = one_minus_power(beta2, t + 1).sqrt();
                 StepRule::Adam {
                     b1: f(beta1),
                     b2: f(beta2),
@@ -103,12 +115,7 @@ impl StepRule {
                     *w -= lr * g;
                 }
             }
-            Self::Adam {
-                b1,
-                b2,
-                a,
-                eps_hat,
-            } => {
+            Self::Adam { b1, b2, a, eps_hat } => {
                 let coords = w.iter_mut().zip(g).zip(s1.iter_mut().zip(s2.iter_mut()));
                 for ((w, &g), (m, v)) in coords {
                     *m = b1 * *m + (1.0 - b1) * g;
@@ -158,16 +165,11 @@ impl StepRule {
         let missing = || candle_core::Error::Msg("optimizer state missing".into());
         match *self {
             Self::Sgd { lr } => Ok(((w - g.affine(f64::from(lr), 0.0)?)?, None, None)),
-            Self::Adam {
-                b1,
-                b2,
-                a,
-                eps_hat,
-            } => {
+            Self::Adam { b1, b2, a, eps_hat } => {
                 let (b1, b2) = (f64::from(b1), f64::from(b2));
                 let m = (s1.ok_or_else(missing)?.affine(b1, 0.0)? + g.affine(1.0 - b1, 0.0)?)?;
-                let v = (s2.ok_or_else(missing)?.affine(b2, 0.0)?
-                    + g.sqr()?.affine(1.0 - b2, 0.0)?)?;
+                let v =
+                    (s2.ok_or_else(missing)?.affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?;
                 let step = (m.affine(f64::from(a), 0.0)? / (v.sqrt()? + f64::from(eps_hat))?)?;
                 Ok(((w - step)?, Some(m), Some(v)))
             }

@@ -24,7 +24,7 @@ pub(crate) enum Frozen {
 #[derive(Debug, Clone)]
 pub struct PublishedModel {
     /// The model's name.
-    pub name: String,
+    pub name: Arc<str>,
     /// The model's kind.
     pub kind: ModelKind,
     /// Version number: 0 for the untrained model, then one more per publication.
@@ -85,7 +85,8 @@ impl ModelRegistry {
         self.slot.load().as_ref().map(|m| m.version)
     }
 
-    pub(crate) fn publish(&self, model: PublishedModel) {
-        self.slot.store(Some(Arc::new(model)));
+    /// Makes `model` current; returns the version it replaces.
+    pub(crate) fn swap(&self, model: Arc<PublishedModel>) -> Option<Arc<PublishedModel>> {
+        self.slot.swap(Some(model))
     }
 }

@@ -393,7 +393,9 @@ alert = { psi = 0.1, ks_p = 0.001, chi_square_p = 0.001 }
         transition: freshet_core::drift::Transition::Fired,
         value: 0.3,
         threshold: 0.1,
+        window_start_ms: 10_000,
         window_end_ms: 20_000,
+        reference: None,
     });
     let app = app(state().with_drift(board));
 

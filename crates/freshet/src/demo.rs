@@ -268,6 +268,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             board: board.clone(),
             started: Instant::now(),
         }),
+        models: Arc::new(freshet_features::DiscardModels),
         metrics: metrics.clone(),
         flush_interval: Duration::from_millis(100),
     };

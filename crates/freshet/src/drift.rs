@@ -1,7 +1,9 @@
 //! `freshet drift snapshot`: reads input files through the pipeline's drift monitors with the
 //! whole input as every monitor's reference, and writes the frozen reference profiles to a file
-//! that `reference = { kind = "file", path = ".." }` pins.
+//! that `reference = { kind = "file", path = ".." }` pins. And [`AlertDelivery`]: the sinks that
+//! deliver alert transitions beyond drift.jsonl (webhooks; an alert topic is added by `run`).
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -18,6 +20,65 @@ use freshet_features::{ChangelogSink, DeadLetterSink, DriftSink, Outputs};
 use serde_json::json;
 
 use crate::replay::{file_inputs, parse_input};
+use crate::webhook::WebhookSink;
+
+/// How long the end of a replay waits for webhooks to take the last alerts.
+pub const WEBHOOK_DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The drift sink of a run: the given one, wrapped by one [`WebhookSink`] per distinct
+/// `alert.webhook` URL (each delivering the transitions of the monitors that name it).
+pub struct AlertDelivery {
+    sink: Arc<dyn DriftSink>,
+    webhooks: Vec<Arc<WebhookSink>>,
+}
+
+impl AlertDelivery {
+    /// Starts the webhook threads `spec` asks for around `sink`.
+    pub fn start(spec: &PipelineSpec, sink: Arc<dyn DriftSink>) -> anyhow::Result<Self> {
+        let mut by_url: BTreeMap<&str, HashSet<String>> = BTreeMap::new();
+        for d in &spec.drift {
+            let d = d.get_ref();
+            if let Some(url) = &d.alert.webhook {
+                by_url.entry(url).or_default().insert(d.name.clone());
+            }
+        }
+        let mut sink = sink;
+        let mut webhooks = Vec::new();
+        for (url, monitors) in by_url {
+            let webhook = Arc::new(
+                WebhookSink::start(url, monitors, sink)
+                    .with_context(|| format!("cannot start the webhook thread for {url}"))?,
+            );
+            sink = webhook.clone();
+            webhooks.push(webhook);
+        }
+        Ok(Self { sink, webhooks })
+    }
+
+    /// The sink to give the dataflow.
+    pub fn sink(&self) -> Arc<dyn DriftSink> {
+        self.sink.clone()
+    }
+
+    /// Waits for the webhooks to deliver what is queued (up to [`WEBHOOK_DRAIN_DEADLINE`]);
+    /// returns a JSON summary per webhook for the run's summary line (empty without webhooks).
+    pub fn finish(&self) -> Vec<serde_json::Value> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.webhooks
+            .iter()
+            .map(|w| {
+                let drained = w.finish(WEBHOOK_DRAIN_DEADLINE);
+                json!({
+                    "drained": drained,
+                    "delivered": w.stats.delivered.load(Relaxed),
+                    "failed": w.stats.failed.load(Relaxed),
+                    "dropped": w.stats.dropped.load(Relaxed),
+                    "retries": w.stats.retries.load(Relaxed),
+                })
+            })
+            .collect()
+    }
+}
 
 /// `freshet drift ...`.
 #[derive(Subcommand)]
@@ -85,9 +146,16 @@ fn snapshot(args: &SnapshotArgs) -> anyhow::Result<()> {
     }
     let inputs = file_inputs(&spec, &args.inputs)?;
     let mut plans = freshet_features::plan::compile(&spec);
+    let monitored: HashSet<&str> = spec
+        .drift
+        .iter()
+        .flat_map(|d| d.get_ref().feature_refs())
+        .map(|(owner, _)| owner)
+        .collect();
     for plan in &mut plans {
-        // only the drift monitors matter here; views would just cost time
-        plan.views.clear();
+        // only the drift monitors matter here: views run only when a monitor reads them
+        plan.views
+            .retain(|v| monitored.contains(v.schema.name.as_str()));
     }
     freshet_features::drift::reference_whole_input(&mut plans);
     let collector = Arc::new(Collector::default());
@@ -97,6 +165,7 @@ fn snapshot(args: &SnapshotArgs) -> anyhow::Result<()> {
         changelog: collector.clone(),
         dead_letters: collector.clone(),
         drift: collector.clone(),
+        models: Arc::new(freshet_features::DiscardModels),
         metrics: metrics.clone(),
         flush_interval: Duration::from_secs(1),
     };

@@ -4,9 +4,11 @@
 mod demo;
 mod drift;
 mod kafka_cmds;
+mod learn;
 mod output;
 mod replay;
 mod run;
+mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -94,8 +94,10 @@ pub fn file_inputs(
 
 /// Runs `freshet replay`.
 pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
-    let spec = PipelineSpec::load(&args.pipeline)?;
+    let mut spec = PipelineSpec::load(&args.pipeline)?;
     let inputs = file_inputs(&spec, &args.inputs)?;
+    expand_globs(&mut spec, &args.inputs)?;
+    let models = Arc::new(crate::learn::ModelRunner::start(&spec)?);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let store: Arc<dyn freshet_core::store::OnlineStore> =
@@ -103,12 +105,14 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     let changelog = Arc::new(JsonLines::create(&args.out.join("changelog.jsonl"))?);
     let dead_letters = Arc::new(JsonLines::create(&args.out.join("dead_letter.jsonl"))?);
     let drift = Arc::new(DriftLines::create(&args.out.join("drift.jsonl"))?);
+    let delivery = crate::drift::AlertDelivery::start(&spec, drift.clone())?;
     let metrics = Arc::new(PipelineMetrics::new());
     let outputs = Outputs {
         store: store.clone(),
         changelog: changelog.clone(),
         dead_letters: dead_letters.clone(),
-        drift: drift.clone(),
+        drift: delivery.sink(),
+        models: models.clone(),
         metrics: metrics.clone(),
         flush_interval: REPLAY_FLUSH_INTERVAL,
     };
@@ -124,10 +128,12 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         let _ = handle.join();
     }
     let stats = result?;
+    let reports = models.finish(&args.out.join("models.jsonl"))?;
     let seconds = started.elapsed().as_secs_f64();
     changelog.finish()?;
     dead_letters.finish()?;
     drift.finish()?;
+    let webhooks = delivery.finish();
     dump_features(&*store, &args.out.join("features.jsonl"))?;
     let events = PipelineMetrics::get(&metrics.events_total);
     let mut summary = json!({
@@ -141,12 +147,50 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         "workers": args.workers,
         "peak_rss_mb": peak_rss_bytes().map(|b| (b as f64 / 1_048_576.0 * 10.0).round() / 10.0),
     });
+    if !reports.is_empty() {
+        summary["models"] = reports
+            .iter()
+            .map(|r| {
+                json!({"model": r.summary.model, "examples": r.summary.cumulative.examples,
+                    "accuracy": r.summary.cumulative.accuracy, "labels_joined": r.joined,
+                    "labels_unmatched": r.unmatched, "expired_unlabelled": r.expired,
+                    "rejected": r.rejected})
+            })
+            .collect();
+    }
     if !spec.drift.is_empty() {
         summary["drift_windows"] = drift.windows.load(Ordering::Relaxed).into();
         summary["drift_alerts"] = drift.alerts.load(Ordering::Relaxed).into();
     }
+    if !webhooks.is_empty() {
+        summary["webhooks"] = webhooks.into();
+    }
     println!("{summary}");
     Ok(())
+}
+
+/// Expands glob model features (`samples.x*`) against the field names of the first event of
+/// each source's first input file.
+fn expand_globs(spec: &mut PipelineSpec, inputs: &[(String, PathBuf)]) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    if !spec
+        .models
+        .iter()
+        .any(|m| m.get_ref().features.iter().any(|f| f.contains('*')))
+    {
+        return Ok(());
+    }
+    let sample = |source: &str| -> Option<Vec<String>> {
+        let (_, path) = inputs.iter().find(|(name, _)| name == source)?;
+        let file = std::fs::File::open(path).ok()?;
+        let line = std::io::BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| !l.trim().is_empty())?;
+        let value: serde_json::Value = serde_json::from_str(&line).ok()?;
+        Some(value.as_object()?.keys().cloned().collect())
+    };
+    freshet_features::plan::expand_feature_globs(spec, &sample).map_err(anyhow::Error::msg)
 }
 
 /// Compiles `spec` and loads the pinned drift references it names (relative to the pipeline

@@ -188,6 +188,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         changelog,
         dead_letters,
         drift: Arc::new(DiscardDrift),
+        models: Arc::new(freshet_features::DiscardModels),
         metrics: metrics.clone(),
         flush_interval: LIVE_FLUSH_INTERVAL,
     };

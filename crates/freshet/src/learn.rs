@@ -1,0 +1,262 @@
+//! Online models in `freshet replay`: one learner thread per `[[model]]`, fed by the dataflow's
+//! model operator (examples and labels in event-time order), joining delayed labels
+//! ([`LabelJoin`]), learning prequentially (predict, then learn) and writing `models.jsonl`.
+//!
+//! The sink batches what the dataflow hands it and sends the batches over a bounded channel,
+//! so the learner runs beside the timely workers and slows them down only when it falls behind.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use freshet_core::event::Scalar;
+use freshet_core::model::ModelSpec;
+use freshet_core::spec::PipelineSpec;
+use freshet_features::model::{LabelRow, ModelRow};
+use freshet_features::ModelSink;
+use freshet_learn::{Example, JoinOutcome, LabelJoin, Learner, ModelSummary, Value};
+
+/// Items sent to a learner thread in one message.
+const BATCH_ITEMS: usize = 1024;
+/// Messages that may wait for a learner thread.
+const CHANNEL_BATCHES: usize = 64;
+
+enum Item {
+    Row(ModelRow),
+    Label(LabelRow),
+    Watermark(u64),
+}
+
+struct Channel {
+    sender: Mutex<(Vec<Item>, Option<SyncSender<Vec<Item>>>)>,
+}
+
+impl Channel {
+    fn push(&self, item: Item, flush: bool) {
+        let Ok(mut guard) = self.sender.lock() else {
+            return;
+        };
+        let (buffer, sender) = &mut *guard;
+        buffer.push(item);
+        if flush || buffer.len() >= BATCH_ITEMS {
+            if let Some(s) = sender {
+                // a learner that stopped (error) drops its receiver: nothing more to do
+                let _ = s.send(std::mem::take(buffer));
+            }
+        }
+    }
+
+    fn close(&self) {
+        if let Ok(mut guard) = self.sender.lock() {
+            let (buffer, sender) = &mut *guard;
+            if let Some(s) = sender.take() {
+                if !buffer.is_empty() {
+                    let _ = s.send(std::mem::take(buffer));
+                }
+            }
+        }
+    }
+}
+
+/// What one learner thread reports at the end.
+pub struct ModelReport {
+    /// The models.jsonl line.
+    pub summary: ModelSummary,
+    /// Labels joined to an example, labels without one, examples expired unlabelled.
+    pub joined: u64,
+    /// Labels with no waiting example.
+    pub unmatched: u64,
+    /// Examples whose label did not come within `max_delay`.
+    pub expired: u64,
+    /// Examples skipped for an unusable label.
+    pub rejected: u64,
+}
+
+/// The [`ModelSink`] of a replay: one learner thread per model.
+pub struct ModelRunner {
+    channels: HashMap<String, Channel>,
+    threads: Mutex<Vec<(String, JoinHandle<anyhow::Result<ModelReport>>)>>,
+}
+
+impl ModelRunner {
+    /// Starts a learner thread for every model of `spec` (features already expanded).
+    pub fn start(spec: &PipelineSpec) -> anyhow::Result<Self> {
+        let mut channels = HashMap::new();
+        let mut threads = Vec::new();
+        for model in &spec.models {
+            let m = model.get_ref().clone();
+            let learner = Learner::new(&m, m.features.clone())
+                .with_context(|| format!("model `{}`", m.name))?;
+            let (tx, rx) = sync_channel(CHANNEL_BATCHES);
+            let name = m.name.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("learn-{name}"))
+                .spawn(move || learn(m, learner, rx))?;
+            channels.insert(
+                name.clone(),
+                Channel {
+                    sender: Mutex::new((Vec::new(), Some(tx))),
+                },
+            );
+            threads.push((name, handle));
+        }
+        Ok(Self {
+            channels,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Waits for every learner and writes `models.jsonl` (one line per model) to `path`.
+    pub fn finish(&self, path: &Path) -> anyhow::Result<Vec<ModelReport>> {
+        for channel in self.channels.values() {
+            channel.close();
+        }
+        let threads = std::mem::take(
+            &mut *self
+                .threads
+                .lock()
+                .map_err(|_| anyhow::anyhow!("model runner poisoned"))?,
+        );
+        let mut reports = Vec::new();
+        for (name, handle) in threads {
+            let report = handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("the learner of model `{name}` panicked"))??;
+            reports.push(report);
+        }
+        let mut text = String::new();
+        for r in &reports {
+            text.push_str(&serde_json::to_string(&r.summary)?);
+            text.push('\n');
+        }
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(reports)
+    }
+}
+
+impl ModelSink for ModelRunner {
+    fn row(&self, model: &str, row: ModelRow) {
+        if let Some(c) = self.channels.get(model) {
+            c.push(Item::Row(row), false);
+        }
+    }
+
+    fn label(&self, model: &str, label: LabelRow) {
+        if let Some(c) = self.channels.get(model) {
+            c.push(Item::Label(label), false);
+        }
+    }
+
+    fn watermark(&self, model: &str, watermark_ms: u64) {
+        if let Some(c) = self.channels.get(model) {
+            c.push(Item::Watermark(watermark_ms), false);
+        }
+    }
+
+    fn end(&self, model: &str) {
+        if let Some(c) = self.channels.get(model) {
+            c.close();
+        }
+    }
+}
+
+/// A model input from a scalar: numbers as numbers, booleans as 0/1, strings as categories.
+fn value(s: &Scalar) -> Value {
+    match s {
+        Scalar::Null => Value::Missing,
+        Scalar::Num(n) => Value::Number(*n),
+        Scalar::Bool(b) => Value::Number(f64::from(u8::from(*b))),
+        Scalar::Str(s) => Value::category(s),
+    }
+}
+
+/// A label from a scalar: numbers (and numeric strings) as they are, booleans as 0/1.
+fn label_value(s: &Scalar) -> Option<f32> {
+    match s {
+        Scalar::Num(n) if n.is_finite() => Some(*n as f32),
+        Scalar::Bool(b) => Some(f32::from(u8::from(*b))),
+        Scalar::Str(s) => s.trim().parse::<f32>().ok().filter(|v| v.is_finite()),
+        _ => None,
+    }
+}
+
+/// The join key's text: the same value read from either source gives the same key.
+fn key_text(s: &Scalar) -> Option<String> {
+    match s {
+        Scalar::Null => None,
+        Scalar::Num(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => Some(format!("{}", *n as i64)),
+        Scalar::Num(n) => Some(n.to_string()),
+        Scalar::Bool(b) => Some(b.to_string()),
+        Scalar::Str(s) => Some(s.to_string()),
+    }
+}
+
+/// Scores then learns `ready` (prequential); returns the examples rejected for their label.
+fn step(learner: &mut Learner, ready: &mut Vec<Example>, model: &str) -> anyhow::Result<u64> {
+    if ready.is_empty() {
+        return Ok(0);
+    }
+    let report = learner
+        .prequential(ready)
+        .with_context(|| format!("model `{model}`"))?;
+    ready.clear();
+    Ok(report.rejected as u64)
+}
+
+fn learn(
+    spec: ModelSpec,
+    mut learner: Learner,
+    rx: Receiver<Vec<Item>>,
+) -> anyhow::Result<ModelReport> {
+    let mut join: LabelJoin<String> = LabelJoin::from_spec(&spec.label);
+    let delayed = spec.label.source.is_some();
+    let mut ready: Vec<Example> = Vec::new();
+    let mut rejected = 0u64;
+    for batch in rx {
+        for item in batch {
+            match item {
+                Item::Row(row) => {
+                    let values: Vec<Value> = row.values.iter().map(value).collect();
+                    if delayed {
+                        if let Some(key) = key_text(&row.key) {
+                            join.log(key, row.ts_ms, values);
+                        }
+                    } else if let Some(label) = row.label.as_ref().and_then(label_value) {
+                        ready.push(Example { values, label });
+                    } else {
+                        rejected += 1;
+                    }
+                }
+                Item::Label(l) => {
+                    ready.extend(join.expire(l.ts_ms));
+                    let (Some(key), Some(label)) = (key_text(&l.key), label_value(&l.label)) else {
+                        rejected += 1;
+                        continue;
+                    };
+                    if let JoinOutcome::Joined(mut example) = join.label(&key, label) {
+                        example.label = label;
+                        ready.push(example);
+                    }
+                }
+                Item::Watermark(w) => ready.extend(join.expire(w)),
+            }
+            if ready.len() >= spec.batch_size.max(1) * 16 {
+                rejected += step(&mut learner, &mut ready, &spec.name)?;
+            }
+        }
+    }
+    rejected += step(&mut learner, &mut ready, &spec.name)?;
+    learner
+        .publish()
+        .with_context(|| format!("model `{}`", spec.name))?;
+    Ok(ModelReport {
+        summary: learner.summary(),
+        joined: join.joined,
+        unmatched: join.unmatched,
+        expired: join.expired,
+        rejected,
+    })
+}

@@ -1,0 +1,199 @@
+//! Online models through `freshet replay`: the learning issue's two acceptance pipelines, run
+//! as written on `gen.py` data, and their models.jsonl.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use common::freshet;
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn gen(args: &[&str], out: &Path) {
+    let status = Command::new("python3")
+        .arg(root().join("tests/oracle/gen.py"))
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .status()
+        .expect("python3 runs gen.py");
+    assert!(status.success());
+}
+
+fn replay(pipeline: &Path, inputs: &[String], out: &Path) -> (Value, Vec<Value>) {
+    let mut args = vec![
+        "replay".to_owned(),
+        "--pipeline".to_owned(),
+        pipeline.display().to_string(),
+        "--out".to_owned(),
+        out.display().to_string(),
+    ];
+    for i in inputs {
+        args.push("--input".into());
+        args.push(i.clone());
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = freshet(&argv);
+    assert!(
+        output.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: Value =
+        serde_json::from_str(stdout.lines().last().expect("summary")).expect("summary json");
+    let models = std::fs::read_to_string(out.join("models.jsonl"))
+        .expect("models.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("models.jsonl line"))
+        .collect();
+    (summary, models)
+}
+
+#[test]
+fn immediate_labels_learn_the_dense_stream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    gen(
+        &["learn", "--rows", "20000", "--dim", "32", "--jsonl"],
+        dir.path(),
+    );
+    let pipeline = dir.path().join("learn.toml");
+    std::fs::write(
+        &pipeline,
+        r#"
+[[source]]
+name = "samples"
+entity = "id"
+event_time = "ts"
+
+[[model]]
+name = "clf"
+kind = "logistic_regression"
+features = ["samples.x*"]          # a glob over event fields
+label = { field = "y" }
+optimizer = { kind = "adam", lr = 0.01 }
+batch_size = 1
+"#,
+    )
+    .expect("write");
+    let input = format!("samples={}", dir.path().join("learn.jsonl").display());
+    let (_, models) = replay(&pipeline, &[input], &dir.path().join("out"));
+    assert_eq!(models.len(), 1);
+    let m = &models[0];
+    assert_eq!(m["model"], "clf");
+    assert_eq!(m["examples"], 20000);
+    assert!(m["version"].as_u64().unwrap_or(0) >= 1);
+    // the generator's Bayes accuracy on this stream is about 0.8; a model that learned
+    // nothing scores about 0.5
+    let accuracy = m["accuracy"].as_f64().expect("accuracy");
+    assert!(accuracy > 0.75, "accuracy {accuracy}");
+    assert!(m["logloss"].as_f64().expect("logloss") < 0.6);
+    assert!(m["auc"].as_f64().expect("auc") > 0.8);
+    assert_eq!(m["rolling"]["examples"], 10000);
+    assert!(m["rows_per_s"].as_f64().expect("rows/s") > 0.0);
+}
+
+#[test]
+fn delayed_labels_join_the_fraud_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    gen(
+        &[
+            "txn", "--events", "20000", "--keys", "500", "--gap-ms", "20",
+        ],
+        dir.path(),
+    );
+    let foundation =
+        std::fs::read_to_string(root().join("tests/oracle/foundation.toml")).expect("foundation");
+    let pipeline = dir.path().join("fraud.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "{foundation}\n{}",
+            r#"
+[[source]]
+name = "labels"
+entity = "card_id"
+event_time = "ts"
+
+[[model]]
+name = "fraud"
+kind = "logistic_regression"
+features = ["card.txn_count_5m", "card.amount_mean_1h", "card.amount_std_1h", "card.merchants_1h", "transactions.amount", "transactions.country"]
+label = { source = "labels", join_key = "event_id", field = "label", max_delay = "10m" }
+optimizer = { kind = "ftrl", alpha = 0.05, beta = 1.0, l1 = 0.0, l2 = 1.0 }
+batch_size = 64
+device = "cpu"
+"#
+        ),
+    )
+    .expect("write");
+    let labels = std::fs::read_to_string(dir.path().join("labels.jsonl"))
+        .expect("labels")
+        .lines()
+        .count();
+    let inputs = [
+        format!(
+            "transactions={}",
+            dir.path().join("transactions.jsonl").display()
+        ),
+        format!("labels={}", dir.path().join("labels.jsonl").display()),
+    ];
+    let (summary, models) = replay(&pipeline, &inputs, &dir.path().join("out"));
+    let m = &models[0];
+    assert_eq!(m["model"], "fraud");
+    // gen.py labels every transaction within its max delay: every label joins
+    assert_eq!(summary["models"][0]["labels_joined"], labels);
+    assert_eq!(summary["models"][0]["labels_unmatched"], 0);
+    assert_eq!(m["examples"], labels);
+    assert!(m["accuracy"].as_f64().expect("accuracy") > 0.5);
+    assert!(m["auc"].as_f64().is_some());
+}
+
+#[test]
+fn cuda_without_the_feature_is_a_configuration_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = dir.path().join("gpu.toml");
+    std::fs::write(
+        &pipeline,
+        r#"
+[[source]]
+name = "samples"
+entity = "id"
+event_time = "ts"
+
+[[model]]
+name = "clf"
+kind = "mlp"
+features = ["samples.a"]
+label = { field = "y" }
+optimizer = { kind = "adam", lr = 0.01 }
+device = "cuda:0"
+"#,
+    )
+    .expect("write");
+    let data = dir.path().join("d.jsonl");
+    std::fs::write(&data, "{\"id\":1,\"ts\":1,\"a\":1.0,\"y\":1}\n").expect("write");
+    let out = freshet(&[
+        "replay",
+        "--pipeline",
+        &pipeline.display().to_string(),
+        "--input",
+        &format!("samples={}", data.display()),
+        "--out",
+        &dir.path().join("out").display().to_string(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("cuda") || stderr.contains("CUDA"),
+        "{stderr}"
+    );
+}
