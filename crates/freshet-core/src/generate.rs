@@ -103,6 +103,16 @@ impl TxnGenerator {
         let merchant = rng.pick(&self.merchants);
         let amount = (rng.gauss() + if shifted { 3.9 } else { 3.5 }).exp();
         let country = COUNTRIES[rng.pick(if shifted { &self.after } else { &self.before })];
+        // fraud: more likely for large amounts and some countries (a learnable signal)
+        let risk = match country {
+            "NG" => 1.5,
+            "BR" => 0.6,
+            "MX" => 0.5,
+            "IN" => 0.3,
+            _ => 0.0,
+        };
+        let z = -3.0 + 1.2 * (amount.ln() - 3.5) + risk;
+        let is_fraud = u8::from(rng.unit() < 1.0 / (1.0 + (-z).exp()));
         let malformed = rng.unit() < self.malformed_fraction;
         // writing to a Vec cannot fail
         let _ = if malformed {
@@ -113,7 +123,7 @@ impl TxnGenerator {
         } else {
             write!(
                 out,
-                r#"{{"event_id":{id},"card_id":"c{card:07}","ts":{ts},"amount":{amount:.2},"merchant":"m{merchant:04}","country":"{country}"}}"#
+                r#"{{"event_id":{id},"card_id":"c{card:07}","ts":{ts},"amount":{amount:.2},"merchant":"m{merchant:04}","country":"{country}","is_fraud":{is_fraud}}}"#
             )
         };
     }

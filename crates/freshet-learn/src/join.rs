@@ -66,9 +66,14 @@ impl<K: Hash + Eq + Clone> LabelJoin<K> {
     /// Logs an example scored at event time `ts_ms`, to wait for the label keyed `key`.
     pub fn log(&mut self, key: K, ts_ms: u64, values: Vec<Value>) {
         self.seq += 1;
-        if let Some((old_seq, _)) = self.waiting.insert(key.clone(), (self.seq, values)) {
+        // The replaced example's time entry stays until it expires; `expire` skips it because
+        // its sequence number no longer matches.
+        if self
+            .waiting
+            .insert(key.clone(), (self.seq, values))
+            .is_some()
+        {
             self.replaced += 1;
-            self.by_time.retain(|&(_, s), _| s != old_seq);
         }
         self.by_time.insert((ts_ms, self.seq), key);
     }

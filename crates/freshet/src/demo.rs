@@ -42,6 +42,19 @@ alert = { psi = 0.2, ks_p = 0.001, chi_square_p = 0.001, fire_after = 2, clear_a
 "#;
 
 /// The foundation acceptance example; the demo appends [`DEMO_DRIFT`] to it.
+/// The fraud model the demo trains as traffic flows: the generator marks each transaction
+/// `is_fraud` (more likely for large amounts and some countries), an immediate label.
+const DEMO_MODEL: &str = r#"
+[[model]]
+name = "fraud"
+kind = "logistic_regression"
+features = ["card.txn_count_5m", "card.amount_mean_1h", "card.amount_std_1h", "card.merchants_1h", "transactions.amount", "transactions.country"]
+label = { field = "is_fraud" }
+optimizer = { kind = "ftrl", alpha = 0.05, beta = 1.0, l1 = 0.0, l2 = 1.0 }
+batch_size = 64
+rolling_window = 2000
+"#;
+
 const FOUNDATION_PIPELINE: &str = include_str!("../../../deploy/pipelines/foundation.toml");
 
 /// Arguments of `freshet demo`.
@@ -199,9 +212,11 @@ impl DriftSink for DemoDrift {
 
 /// Runs `freshet demo`.
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
-    let pipeline = format!("{FOUNDATION_PIPELINE}{DEMO_DRIFT}");
+    let pipeline = format!("{FOUNDATION_PIPELINE}{DEMO_DRIFT}{DEMO_MODEL}");
     let spec = PipelineSpec::from_toml(&pipeline, Path::new("<demo pipeline>"))?;
     let board = Arc::new(DriftBoard::new(&spec));
+    let models = Arc::new(crate::learn::ModelRunner::start(&spec)?);
+    let summaries = models.summaries();
     let store: Arc<dyn OnlineStore> = Arc::new(freshet_store::MemoryStore::new());
     let metrics = Arc::new(PipelineMetrics::new());
     let sink = Arc::new(CountingSink {
@@ -268,7 +283,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             board: board.clone(),
             started: Instant::now(),
         }),
-        models: Arc::new(freshet_features::DiscardModels),
+        models: models.clone(),
         metrics: metrics.clone(),
         flush_interval: Duration::from_millis(100),
     };
@@ -289,6 +304,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         if started.elapsed().as_millis() % 1000 < 200 {
             print_progress(&metrics, &*store, &sink, started);
         }
+        if started.elapsed().as_millis() % 5000 < 200 {
+            print_models(&summaries);
+        }
         if last_vectors.elapsed() >= Duration::from_secs(10) {
             print_vectors(&*store);
             last_vectors = Instant::now();
@@ -299,6 +317,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("dataflow thread panicked"))??;
     print_progress(&metrics, &*store, &sink, started);
     print_vectors(&*store);
+    models.finish(&std::env::temp_dir().join("freshet-demo-models.jsonl"))?;
+    print_models(&summaries);
     println!(
         "demo finished: {} entities in the store",
         stats.entities.values().sum::<usize>()
@@ -327,6 +347,27 @@ fn print_progress(
         sink.changelog.load(Ordering::Relaxed),
         if watermark >= 0 { head - watermark } else { -1 },
     );
+}
+
+/// One line per model: prequential metrics, cumulative and over the rolling window.
+fn print_models(summaries: &crate::learn::Summaries) {
+    let Ok(board) = summaries.lock() else { return };
+    for s in board.values() {
+        let f = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+        println!(
+            "  model {} v{}: {} examples, accuracy {} (last {}: {}), logloss {} (last: {}), auc {} (last: {})",
+            s.model,
+            s.version,
+            s.cumulative.examples,
+            f(s.cumulative.accuracy),
+            s.rolling.examples,
+            f(s.rolling.accuracy),
+            f(s.cumulative.logloss),
+            f(s.rolling.logloss),
+            f(s.cumulative.auc),
+            f(s.rolling.auc),
+        );
+    }
 }
 
 fn print_vectors(store: &dyn OnlineStore) {

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use anyhow::Context;
@@ -75,10 +75,14 @@ pub struct ModelReport {
     pub rejected: u64,
 }
 
-/// The [`ModelSink`] of a replay: one learner thread per model.
+/// The latest metrics of every model, updated by the learner threads after each step.
+pub type Summaries = Arc<Mutex<HashMap<String, ModelSummary>>>;
+
+/// The [`ModelSink`] of a replay or the demo: one learner thread per model.
 pub struct ModelRunner {
     channels: HashMap<String, Channel>,
     threads: Mutex<Vec<(String, JoinHandle<anyhow::Result<ModelReport>>)>>,
+    summaries: Summaries,
 }
 
 impl ModelRunner {
@@ -86,15 +90,17 @@ impl ModelRunner {
     pub fn start(spec: &PipelineSpec) -> anyhow::Result<Self> {
         let mut channels = HashMap::new();
         let mut threads = Vec::new();
+        let summaries: Summaries = Arc::default();
         for model in &spec.models {
             let m = model.get_ref().clone();
             let learner = Learner::new(&m, m.features.clone())
                 .with_context(|| format!("model `{}`", m.name))?;
             let (tx, rx) = sync_channel(CHANNEL_BATCHES);
             let name = m.name.clone();
+            let board = summaries.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("learn-{name}"))
-                .spawn(move || learn(m, learner, rx))?;
+                .spawn(move || learn(m, learner, rx, &board))?;
             channels.insert(
                 name.clone(),
                 Channel {
@@ -106,7 +112,13 @@ impl ModelRunner {
         Ok(Self {
             channels,
             threads: Mutex::new(threads),
+            summaries,
         })
+    }
+
+    /// The latest metrics of every model.
+    pub fn summaries(&self) -> Summaries {
+        self.summaries.clone()
     }
 
     /// Waits for every learner and writes `models.jsonl` (one line per model) to `path`.
@@ -210,6 +222,7 @@ fn learn(
     spec: ModelSpec,
     mut learner: Learner,
     rx: Receiver<Vec<Item>>,
+    board: &Summaries,
 ) -> anyhow::Result<ModelReport> {
     let mut join: LabelJoin<String> = LabelJoin::from_spec(&spec.label);
     let delayed = spec.label.source.is_some();
@@ -246,6 +259,9 @@ fn learn(
             if ready.len() >= spec.batch_size.max(1) * 16 {
                 rejected += step(&mut learner, &mut ready, &spec.name)?;
             }
+        }
+        if let Ok(mut b) = board.lock() {
+            b.insert(spec.name.clone(), learner.summary());
         }
     }
     rejected += step(&mut learner, &mut ready, &spec.name)?;
