@@ -215,7 +215,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let pipeline = format!("{FOUNDATION_PIPELINE}{DEMO_DRIFT}{DEMO_MODEL}");
     let spec = PipelineSpec::from_toml(&pipeline, Path::new("<demo pipeline>"))?;
     let board = Arc::new(DriftBoard::new(&spec));
-    let models = Arc::new(crate::learn::ModelRunner::start(&spec)?);
+    let models = Arc::new(crate::learn::ModelRunner::start(&spec, None)?);
     let summaries = models.summaries();
     let store: Arc<dyn OnlineStore> = Arc::new(freshet_store::MemoryStore::new());
     let metrics = Arc::new(PipelineMetrics::new());

@@ -17,7 +17,9 @@ use freshet_core::model::ModelSpec;
 use freshet_core::spec::PipelineSpec;
 use freshet_features::model::{LabelRow, ModelRow};
 use freshet_features::ModelSink;
-use freshet_learn::{Example, JoinOutcome, LabelJoin, Learner, ModelSummary, Value};
+use freshet_learn::{
+    Example, JoinOutcome, LabelJoin, Learner, LearnerOptions, ModelSummary, Value,
+};
 
 /// Items sent to a learner thread in one message.
 const BATCH_ITEMS: usize = 1024;
@@ -86,14 +88,20 @@ pub struct ModelRunner {
 }
 
 impl ModelRunner {
-    /// Starts a learner thread for every model of `spec` (features already expanded).
-    pub fn start(spec: &PipelineSpec) -> anyhow::Result<Self> {
+    /// Starts a learner thread for every model of `spec` (features already expanded). With
+    /// `checkpoints`, each model resumes from its checkpoint there, checkpoints every
+    /// `checkpoint_every` updates and once more at the end.
+    pub fn start(spec: &PipelineSpec, checkpoints: Option<&Path>) -> anyhow::Result<Self> {
         let mut channels = HashMap::new();
         let mut threads = Vec::new();
         let summaries: Summaries = Arc::default();
         for model in &spec.models {
             let m = model.get_ref().clone();
-            let learner = Learner::new(&m, m.features.clone())
+            let options = LearnerOptions {
+                checkpoint_dir: checkpoints.map(Path::to_path_buf),
+                ..LearnerOptions::default()
+            };
+            let learner = Learner::resume(&m, m.features.clone(), options)
                 .with_context(|| format!("model `{}`", m.name))?;
             let (tx, rx) = sync_channel(CHANNEL_BATCHES);
             let name = m.name.clone();
@@ -268,6 +276,14 @@ fn learn(
     learner
         .publish()
         .with_context(|| format!("model `{}`", spec.name))?;
+    if learner.checkpoint_dir().is_some() {
+        learner
+            .checkpoint()
+            .with_context(|| format!("model `{}`: final checkpoint", spec.name))?;
+    }
+    if let Ok(mut b) = board.lock() {
+        b.insert(spec.name.clone(), learner.summary());
+    }
     Ok(ModelReport {
         summary: learner.summary(),
         joined: join.joined,
@@ -275,4 +291,92 @@ fn learn(
         expired: join.expired,
         rejected,
     })
+}
+
+/// `freshet models ...`: the checkpoints in a models directory.
+#[derive(clap::Subcommand)]
+pub enum ModelsCommand {
+    /// One line per model checkpoint: name, version, updates, examples, metrics.
+    List {
+        /// The models directory (`replay --models-dir`).
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
+    /// A model's checkpoint metadata (spec, inputs, engine, metrics) as JSON.
+    Show {
+        /// Model name.
+        name: String,
+        /// The models directory.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
+    /// Copies a model's checkpoint (metadata and safetensors weights) to another directory.
+    Export {
+        /// Model name.
+        name: String,
+        /// The models directory.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Destination directory (created if missing).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+}
+
+fn read_meta(dir: &Path, name: &str) -> anyhow::Result<serde_json::Value> {
+    let path = dir.join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no checkpoint of model `{name}` ({})", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a model checkpoint", path.display()))
+}
+
+/// Runs `freshet models ...`.
+pub fn models(command: &ModelsCommand) -> anyhow::Result<()> {
+    match command {
+        ModelsCommand::List { dir } => {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .with_context(|| format!("{}", dir.display()))?
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_suffix(".json").map(str::to_owned)
+                })
+                .collect();
+            names.sort();
+            for name in names {
+                let Ok(meta) = read_meta(dir, &name) else {
+                    continue;
+                };
+                let summary = &meta["summary"];
+                println!(
+                    "{name}: version {}, updates {}, examples {}, engine {}, accuracy {}, logloss {}, auc {}",
+                    meta["version"], meta["updates"], summary["examples"], meta["engine"],
+                    summary["accuracy"], summary["logloss"], summary["auc"]
+                );
+            }
+            Ok(())
+        }
+        ModelsCommand::Show { name, dir } => {
+            println!("{}", serde_json::to_string_pretty(&read_meta(dir, name)?)?);
+            Ok(())
+        }
+        ModelsCommand::Export { name, dir, out } => {
+            let meta = read_meta(dir, name)?;
+            let tensors = meta["tensors"].as_str().ok_or_else(|| {
+                anyhow::anyhow!("model `{name}`: the metadata names no tensor file")
+            })?;
+            std::fs::create_dir_all(out).with_context(|| format!("{}", out.display()))?;
+            for file in [format!("{name}.json"), tensors.to_owned()] {
+                std::fs::copy(dir.join(&file), out.join(&file))
+                    .with_context(|| format!("copy {file} to {}", out.display()))?;
+            }
+            println!(
+                "exported `{name}` version {} to {}",
+                meta["version"],
+                out.display()
+            );
+            Ok(())
+        }
+    }
 }

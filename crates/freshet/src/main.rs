@@ -49,6 +49,9 @@ enum Command {
     },
     /// Load a JSON-lines file into a Kafka topic, keyed by entity.
     Produce(kafka_cmds::ProduceArgs),
+    /// Model checkpoints (`freshet models list|show|export`).
+    #[command(subcommand)]
+    Models(learn::ModelsCommand),
     /// Online-store tools (`freshet store dump`).
     #[command(subcommand)]
     Store(StoreCommand),
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Drift(command) => drift::run(&command),
+        Command::Models(command) => learn::models(&command),
         Command::Store(StoreCommand::Dump { pipeline, out }) => dump_store(&pipeline, &out),
         Command::Topics { command } => kafka_cmds::topics(&command),
         Command::Produce(args) => kafka_cmds::produce(&args),

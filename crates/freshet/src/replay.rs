@@ -37,6 +37,10 @@ pub struct ReplayArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Keep model checkpoints here: each model resumes from its checkpoint, checkpoints every
+    /// `checkpoint_every` updates and at the end (`freshet models list --dir`).
+    #[arg(long)]
+    models_dir: Option<PathBuf>,
 }
 
 pub fn parse_input(s: &str) -> Result<(String, PathBuf), String> {
@@ -97,7 +101,10 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     let mut spec = PipelineSpec::load(&args.pipeline)?;
     let inputs = file_inputs(&spec, &args.inputs)?;
     expand_globs(&mut spec, &args.inputs)?;
-    let models = Arc::new(crate::learn::ModelRunner::start(&spec)?);
+    let models = Arc::new(crate::learn::ModelRunner::start(
+        &spec,
+        args.models_dir.as_deref(),
+    )?);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let store: Arc<dyn freshet_core::store::OnlineStore> =

@@ -197,3 +197,94 @@ device = "cuda:0"
         "{stderr}"
     );
 }
+
+#[test]
+fn a_model_resumes_from_its_checkpoint_and_is_listed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    gen(
+        &["learn", "--rows", "6000", "--dim", "8", "--jsonl"],
+        dir.path(),
+    );
+    let all = std::fs::read_to_string(dir.path().join("learn.jsonl")).expect("data");
+    let lines: Vec<&str> = all.lines().collect();
+    let (first, second) = lines.split_at(3000);
+    let write = |name: &str, part: &[&str]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, part.join("\n") + "\n").expect("write");
+        format!("samples={}", path.display())
+    };
+    let (a, b, whole) = (
+        write("a.jsonl", first),
+        write("b.jsonl", second),
+        write("all.jsonl", &lines),
+    );
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(
+        &pipeline,
+        r#"
+[[source]]
+name = "samples"
+entity = "id"
+event_time = "ts"
+
+[[model]]
+name = "clf"
+kind = "logistic_regression"
+features = ["samples.x*"]
+label = { field = "y" }
+optimizer = { kind = "sgd", lr = 0.05 }
+batch_size = 8
+"#,
+    )
+    .expect("write");
+    let models = dir.path().join("models");
+    let with_dir = |input: &str, out: &str| {
+        let args = [
+            "replay",
+            "--pipeline",
+            &pipeline.display().to_string(),
+            "--input",
+            input,
+            "--out",
+            &dir.path().join(out).display().to_string(),
+            "--models-dir",
+            &models.display().to_string(),
+        ];
+        let output = freshet(&args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    with_dir(&a, "o1");
+    with_dir(&b, "o2");
+    let (_, straight) = replay(&pipeline, &[whole], &dir.path().join("o3"));
+    let resumed: Value = serde_json::from_str(
+        std::fs::read_to_string(dir.path().join("o2/models.jsonl"))
+            .expect("models.jsonl")
+            .lines()
+            .next()
+            .expect("a line"),
+    )
+    .expect("json");
+    assert_eq!(resumed["examples"], 6000, "the metrics continue");
+    assert_eq!(resumed["accuracy"], straight[0]["accuracy"]);
+    let (r, s) = (
+        resumed["logloss"].as_f64().expect("logloss"),
+        straight[0]["logloss"].as_f64().expect("logloss"),
+    );
+    assert!((r - s).abs() < 1e-6, "resumed {r} vs straight {s}");
+    let listed = freshet(&["models", "list", "--dir", &models.display().to_string()]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.starts_with("clf: version"), "{text}");
+    let missing = freshet(&[
+        "models",
+        "show",
+        "nope",
+        "--dir",
+        &models.display().to_string(),
+    ]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no checkpoint of model `nope`"));
+}
