@@ -85,6 +85,7 @@ pub struct ModelRunner {
     channels: HashMap<String, Channel>,
     threads: Mutex<Vec<(String, JoinHandle<anyhow::Result<ModelReport>>)>>,
     summaries: Summaries,
+    registries: HashMap<String, freshet_learn::ModelRegistry>,
 }
 
 impl ModelRunner {
@@ -95,6 +96,7 @@ impl ModelRunner {
         let mut channels = HashMap::new();
         let mut threads = Vec::new();
         let summaries: Summaries = Arc::default();
+        let mut registries = HashMap::new();
         for model in &spec.models {
             let m = model.get_ref().clone();
             let options = LearnerOptions {
@@ -103,6 +105,7 @@ impl ModelRunner {
             };
             let learner = Learner::resume(&m, m.features.clone(), options)
                 .with_context(|| format!("model `{}`", m.name))?;
+            registries.insert(m.name.clone(), learner.registry());
             let (tx, rx) = sync_channel(CHANNEL_BATCHES);
             let name = m.name.clone();
             let board = summaries.clone();
@@ -121,7 +124,13 @@ impl ModelRunner {
             channels,
             threads: Mutex::new(threads),
             summaries,
+            registries,
         })
+    }
+
+    /// Every model's registry of published versions (what serving reads), by model name.
+    pub fn registries(&self) -> &HashMap<String, freshet_learn::ModelRegistry> {
+        &self.registries
     }
 
     /// The latest metrics of every model.
