@@ -105,7 +105,7 @@ for r in rows:
     if system != "freshet":
         best["all"] = max(best["all"], a.get("accuracy") or 0)
         best["post"] = max(best["post"], post.get("accuracy") or 0)
-    elif r["case"].startswith("lr"):
+    elif r["case"].startswith("lr") and ("adam" in r["case"] or "ftrl" in r["case"]):
         ours.append((r["case"], a.get("accuracy") or 0, post.get("accuracy") or 0))
 if best["all"]:
     print(f"\nbest peer: accuracy {best['all']:.4f} overall, {best['post']:.4f} over rows 500000-600000")

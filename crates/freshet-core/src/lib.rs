@@ -8,7 +8,9 @@
 //!   serving layer reads, so neither has to compile a store backend;
 //! - [`drift`]: drift-monitoring results and the board of current monitor states that the HTTP
 //!   layer reads;
-//! - [`metrics`]: process-wide counters shared by the dataflow, the CLI and the HTTP layer.
+//! - [`metrics`]: process-wide counters shared by the dataflow, the CLI and the HTTP layer;
+//! - [`serving`]: the model-serving contract ([`serving::Scorer`]) that the serving layer reads
+//!   models through, so it does not compile a learner, and the traffic policies.
 //!
 //! This crate depends on no engine, broker or store client (only on freshet-drift's pure
 //! statistics, for the measure names and alert rules of `[[drift]]`).
@@ -19,6 +21,7 @@ pub mod event;
 pub mod generate;
 pub mod metrics;
 pub mod model;
+pub mod serving;
 pub mod spec;
 pub mod store;
 

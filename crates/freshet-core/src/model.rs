@@ -23,7 +23,7 @@ pub const DEFAULT_HIDDEN: &[usize] = &[32, 16];
 /// Updates between two published model versions.
 pub const DEFAULT_PUBLISH_EVERY: u64 = 1;
 /// Updates between two checkpoints.
-pub const DEFAULT_CHECKPOINT_EVERY: u64 = 10_000;
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1_000_000;
 /// Examples in the rolling window of the prequential metrics.
 pub const DEFAULT_ROLLING_WINDOW: usize = 10_000;
 /// How long a logged example waits for its label when `label.max_delay` is not set.

@@ -4,14 +4,16 @@
 //! ```text
 //! cargo run --release -p freshet-learn --example prequential -- --data /tmp/wl-learn \
 //!     [--kind logistic_regression|mlp] [--optimizer '{ kind = "adam", lr = 0.01 }'] \
-//!     [--batch 1] [--hidden 32,16] [--engine auto|candle] [--rows N] [--repeat 1]
+//!     [--batch 1] [--hidden 32,16] [--engine auto|candle] [--rows N] [--repeat 1] \
+//!     [--set 'publish_every = 100']
 //! ```
 //!
-//! Figures: rows/s of the timed loop by wall clock and by this thread's CPU time
-//! (`rows_per_cpu_s`, which stays meaningful when other work shares the cores) (`Learner::prequential` over chunks of 10000 rows; the
-//! `summary()` calls between chunks are not timed), cumulative log loss, accuracy and AUC, and
-//! the rolling (100000-row window) figures at rows 500000 (rows 400000-500000) and 600000 (rows
-//! 500000-600000), the peers' `pre_drift` and `post_drift` segments.
+//! Timed: `Learner::prequential` over chunks of 10000 rows (the `summary()` calls between chunks
+//! are not). Figures: rows/s by wall clock and by this thread's CPU time (`rows_per_cpu_s`,
+//! meaningful when other work shares the cores; it leaves out candle's worker threads),
+//! cumulative log loss, accuracy and AUC, and the rolling (100000-row window) figures at rows
+//! 500000 (rows 400000-500000) and 600000 (rows 500000-600000): the peers' `pre_drift` and
+//! `post_drift` segments. `--set 'key = value'` adds a line to the `[[model]]` table.
 
 use std::error::Error;
 use std::time::{Duration, Instant};

@@ -59,6 +59,12 @@ pub enum LearnError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// [`Learner::checkpoint`](crate::Learner::checkpoint) without a checkpoint directory.
+    #[error("model `{model}`: no checkpoint directory configured")]
+    NoCheckpointDir {
+        /// The model.
+        model: String,
+    },
     /// A checkpoint was read but is not usable by this model.
     #[error("checkpoint {}: {problem}", path.display())]
     CheckpointInvalid {

@@ -451,9 +451,8 @@ impl Learner {
     pub fn checkpoint(&mut self) -> Result<PathBuf, LearnError> {
         match self.checkpoint_dir.clone() {
             Some(dir) => self.checkpoint_to(&dir),
-            None => Err(LearnError::CheckpointInvalid {
-                path: PathBuf::new(),
-                problem: "no checkpoint directory configured".to_owned(),
+            None => Err(LearnError::NoCheckpointDir {
+                model: self.spec.name.clone(),
             }),
         }
     }

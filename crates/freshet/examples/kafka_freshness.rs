@@ -11,15 +11,17 @@
 //! One thread replays `--data` (a `gen.py txn` file) as background traffic at `--rate` events/s,
 //! keyed by `card_id`, so the stream is the throughput benchmark's workload at a set rate; it loops
 //! over the file, shifting event times by the file's span on every pass so that nothing turns
-//! late. Meanwhile probes go one at a time to a probe entity of their own: a probe event carries
-//! the largest event time sent so far (never late, and the head reaches it as soon as every
-//! partition has caught up) and a unique `country`. Once its delivery is acknowledged
-//! (`acks=all`), `GET /v1/features/{view}/{probe}` is sent at once and repeated every `--poll-us`
-//! until `last_country` (`--feature`) shows that marker. Both producers use
+//! late. Meanwhile a probe is sent every `--probe-every-ms` to one of `--probe-entities` entities
+//! of its own (the next one without a probe in flight). A probe event carries the largest event
+//! time sent so far (never late; the head reaches it as soon as every partition has caught up)
+//! and a unique `country`. Every `--poll-us` one `POST /v1/features` asks for the entities with
+//! a probe in flight; a probe is visible once the entity's `last_country` (`--feature`) shows its
+//! marker. Its ack time is when its delivery report (`acks=all`) arrives. Both producers use
 //! `client::producer_config`, as `freshet produce` does. Prints one JSON line with the
 //! ack -> visible and send -> visible latencies (ms: p50, p90, p99, p99.9, max) and the background
 //! rate achieved. Every loop is bounded: `--probe-timeout-s` per probe, `--max-s` in all.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,6 +42,7 @@ struct Args {
     data: String,
     rate: f64,
     probes: usize,
+    probe_entities: usize,
     probe_every: Duration,
     poll: Duration,
     warmup: Duration,
@@ -57,10 +60,11 @@ fn parse_args() -> Result<Args, String> {
         data: String::new(),
         rate: 0.0,
         probes: 1000,
+        probe_entities: 64,
         probe_every: Duration::from_millis(10),
-        poll: Duration::from_micros(200),
+        poll: Duration::from_micros(500),
         warmup: Duration::from_secs(3),
-        probe_timeout: Duration::from_secs(5),
+        probe_timeout: Duration::from_secs(10),
         max: Duration::from_secs(240),
     };
     let mut args = std::env::args().skip(1);
@@ -79,6 +83,7 @@ fn parse_args() -> Result<Args, String> {
             "--data" => a.data = args.next().unwrap_or_default(),
             "--rate" => a.rate = num(&flag, args.next())?,
             "--probes" => a.probes = num(&flag, args.next())? as usize,
+            "--probe-entities" => a.probe_entities = num(&flag, args.next())?.max(1.0) as usize,
             "--probe-every-ms" => {
                 a.probe_every = Duration::from_secs_f64(num(&flag, args.next())? / 1e3);
             }
@@ -103,20 +108,25 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Counts deliveries; remembers when the latest one was acknowledged, and its error if any.
+/// The delivery opaque of messages whose acknowledgement time is not wanted.
+const UNTRACKED: usize = usize::MAX;
+
+/// Counts deliveries and keeps the acknowledgement time (or error) of tracked messages.
 #[derive(Default)]
 struct Deliveries {
     acked: AtomicU64,
     failed: AtomicU64,
-    last: Mutex<Option<(Instant, Option<String>)>>,
+    /// (opaque, when the delivery report arrived, error)
+    tracked: Mutex<Vec<(usize, Instant, Option<String>)>>,
 }
 
 impl ClientContext for Deliveries {}
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let at = Instant::now();
         let error = match result {
             Ok(_) => {
                 self.acked.fetch_add(1, Ordering::Relaxed);
@@ -127,8 +137,10 @@ impl ProducerContext for Deliveries {
                 Some(e.to_string())
             }
         };
-        if let Ok(mut last) = self.last.lock() {
-            *last = Some((Instant::now(), error));
+        if opaque != UNTRACKED {
+            if let Ok(mut tracked) = self.tracked.lock() {
+                tracked.push((opaque, at, error));
+            }
         }
     }
 }
@@ -140,7 +152,7 @@ fn producer(brokers: &str, linger_ms: &str) -> Result<BaseProducer<Deliveries>, 
         .map_err(|e| format!("producer: {e}"))
 }
 
-/// The value of the number or string field `name` in a flat JSON object line, as bytes.
+/// The value of the number or string field `name` in a flat JSON object line.
 fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     let at = line.find(&format!("\"{name}\":"))? + name.len() + 3;
     let rest = line[at..].trim_start();
@@ -207,11 +219,10 @@ fn background(
                 shifted = line.replacen(&format!("\"ts\":{ts}"), &format!("\"ts\":{ts2}"), 1);
                 (shifted.as_str(), ts2)
             };
-            match producer.send(
-                BaseRecord::<_, _, ()>::to(topic)
-                    .key(key.as_str())
-                    .payload(payload),
-            ) {
+            let record = BaseRecord::with_opaque_to(topic, UNTRACKED)
+                .key(key.as_str())
+                .payload(payload);
+            match producer.send(record) {
                 Ok(()) => {
                     sent += 1;
                     clock.fetch_max(ts, Ordering::Relaxed);
@@ -232,23 +243,38 @@ fn background(
     (sent, start.elapsed().as_secs_f64())
 }
 
-/// The probe feature's value as text (`""` while the entity is not in the store).
-fn probe_value(agent: &ureq::Agent, url: &str, feature: &str) -> Result<String, String> {
-    let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
-    if response.status().as_u16() == 404 {
-        return Ok(String::new());
-    }
+/// The feature `feature` of each entity found, as text, from one batch lookup.
+fn lookup(
+    agent: &ureq::Agent,
+    url: &str,
+    view: &str,
+    entities: &[&str],
+    feature: &str,
+) -> Result<HashMap<String, String>, String> {
+    let body = serde_json::json!({ "view": view, "entities": entities });
+    let mut response = agent
+        .post(url)
+        .send_json(&body)
+        .map_err(|e| e.to_string())?;
     if !response.status().is_success() {
-        return Err(format!("GET {url}: {}", response.status()));
+        return Err(format!("POST {url}: {}", response.status()));
     }
     let body: Value = response
         .body_mut()
         .read_json()
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    Ok(match &body["features"][feature] {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    })
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    let mut values = HashMap::new();
+    for r in body["results"].as_array().into_iter().flatten() {
+        let (Some(entity), Some(value)) = (r["entity"].as_str(), r["features"].get(feature)) else {
+            continue;
+        };
+        let text = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        values.insert(entity.to_owned(), text);
+    }
+    Ok(values)
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -272,6 +298,16 @@ fn summary(mut xs: Vec<f64>) -> Value {
     })
 }
 
+/// One probe: which entity, its marker, when it was sent, acknowledged and seen.
+struct Probe {
+    entity: usize,
+    marker: String,
+    sent: Instant,
+    acked: Option<Instant>,
+    visible: Option<Instant>,
+    timed_out: bool,
+}
+
 fn run(a: &Args) -> Result<Value, String> {
     let started = Instant::now();
     let replay = Arc::new(load(&a.data)?);
@@ -289,65 +325,122 @@ fn run(a: &Args) -> Result<Value, String> {
         );
         std::thread::spawn(move || background(&producer, &topic, rate, &replay, &clock, &stop))
     };
-    let probes = producer(&a.brokers, "0")?;
+    let result = probe_loop(a, started, &clock);
+    stop.store(true, Ordering::Relaxed);
+    let (bg_sent, bg_seconds) = bg.join().map_err(|_| "background thread panicked")?;
+    let _ = bg_producer.flush(Duration::from_secs(30));
+    let mut line = result?;
+    let ctx = bg_producer.context();
+    line["background_rate_target"] = a.rate.into();
+    line["background_sent"] = bg_sent.into();
+    line["background_acked"] = ctx.acked.load(Ordering::Relaxed).into();
+    line["background_failed"] = ctx.failed.load(Ordering::Relaxed).into();
+    line["background_rate"] = (bg_sent as f64 / bg_seconds.max(1e-9)).into();
+    line["seconds"] = started.elapsed().as_secs_f64().into();
+    Ok(line)
+}
+
+fn probe_loop(a: &Args, started: Instant, clock: &AtomicU64) -> Result<Value, String> {
+    let probes_producer = producer(&a.brokers, "0")?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(2)))
         .build()
         .into();
-    let probe = format!("probe-{}-{}", std::process::id(), now_ms());
-    let url = format!("http://{}/v1/features/{}/{probe}", a.http, a.view);
+    let run_id = format!("probe-{}-{}", std::process::id(), now_ms());
+    let entities: Vec<String> = (0..a.probe_entities)
+        .map(|k| format!("{run_id}-{k}"))
+        .collect();
+    let url = format!("http://{}/v1/features", a.http);
     std::thread::sleep(a.warmup);
 
-    let (mut after_ack, mut after_send) = (Vec::new(), Vec::new());
-    let (mut timeouts, mut errors, mut polls) = (0u64, 0u64, 0u64);
-    let mut next_probe = Instant::now();
-    for i in 0..a.probes {
-        if started.elapsed() > a.max {
+    let mut probes: Vec<Probe> = Vec::with_capacity(a.probes);
+    // the probe in flight per entity, if any
+    let mut in_flight: Vec<Option<usize>> = vec![None; a.probe_entities];
+    let mut next_entity = 0usize;
+    let mut next_send = Instant::now();
+    let mut next_poll = Instant::now();
+    let (mut errors, mut polls, mut early) = (0u64, 0u64, 0u64);
+    let deadline = started + a.max;
+    loop {
+        let now = Instant::now();
+        let pending = in_flight.iter().filter(|p| p.is_some()).count();
+        if now > deadline || (probes.len() >= a.probes && pending == 0) {
             break;
         }
-        if let Some(wait) = next_probe.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        next_probe = Instant::now() + a.probe_every;
-        let marker = format!("probe{i}");
-        let payload = format!(
-            r#"{{"event_id":{i},"card_id":"{probe}","ts":{},"amount":1.0,"merchant":"probe","country":"{marker}"}}"#,
-            clock.load(Ordering::Relaxed)
-        );
-        if let Ok(mut last) = probes.context().last.lock() {
-            *last = None;
-        }
-        let sent_at = Instant::now();
-        let record = BaseRecord::<_, _, ()>::to(&a.topic)
-            .key(probe.as_str())
-            .payload(payload.as_str());
-        if let Err((e, _)) = probes.send(record) {
-            return Err(format!("probe send: {e}"));
-        }
-        let ack_deadline = sent_at + a.probe_timeout;
-        let acked_at = loop {
-            probes.poll(Duration::from_millis(1));
-            let last = probes.context().last.lock().ok().and_then(|l| l.clone());
-            match last {
-                Some((at, None)) => break Some(at),
-                Some((_, Some(e))) => return Err(format!("probe delivery: {e}")),
-                None if Instant::now() > ack_deadline => break None,
-                None => {}
+        // send the next probe to the next entity without one in flight
+        if probes.len() < a.probes && now >= next_send {
+            let free = (0..a.probe_entities)
+                .map(|k| (next_entity + k) % a.probe_entities)
+                .find(|&k| in_flight[k].is_none());
+            if let Some(k) = free {
+                let i = probes.len();
+                let marker = format!("p{i}");
+                let payload = format!(
+                    r#"{{"event_id":{i},"card_id":"{}","ts":{},"amount":1.0,"merchant":"probe","country":"{marker}"}}"#,
+                    entities[k],
+                    clock.load(Ordering::Relaxed)
+                );
+                let record = BaseRecord::with_opaque_to(&a.topic, i)
+                    .key(entities[k].as_str())
+                    .payload(payload.as_str());
+                let sent = Instant::now();
+                if let Err((e, _)) = probes_producer.send(record) {
+                    return Err(format!("probe send: {e}"));
+                }
+                probes.push(Probe {
+                    entity: k,
+                    marker,
+                    sent,
+                    acked: None,
+                    visible: None,
+                    timed_out: false,
+                });
+                in_flight[k] = Some(i);
+                next_entity = k + 1;
+                next_send += a.probe_every;
+                if next_send < now {
+                    next_send = now + a.probe_every;
+                }
             }
-        };
-        let Some(acked_at) = acked_at else {
-            return Err(format!(
-                "probe {i} not acknowledged within {:?}",
-                a.probe_timeout
-            ));
-        };
-        let deadline = acked_at + a.probe_timeout;
-        let visible_at = loop {
+        }
+        probes_producer.poll(Duration::ZERO);
+        let reports: Vec<_> = probes_producer
+            .context()
+            .tracked
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for (i, at, error) in reports {
+            if let Some(e) = error {
+                return Err(format!("probe {i} not delivered: {e}"));
+            }
+            if let Some(p) = probes.get_mut(i) {
+                p.acked = Some(at);
+            }
+        }
+        // one batch lookup of every entity with a probe in flight
+        if pending > 0 && Instant::now() >= next_poll {
+            next_poll = Instant::now() + a.poll;
+            let asked: Vec<&str> = in_flight
+                .iter()
+                .zip(&entities)
+                .filter(|(slot, _)| slot.is_some())
+                .map(|(_, e)| e.as_str())
+                .collect();
             polls += 1;
-            match probe_value(&agent, &url, &a.feature) {
-                Ok(v) if v == marker => break Some(Instant::now()),
-                Ok(_) => {}
+            match lookup(&agent, &url, &a.view, &asked, &a.feature) {
+                Ok(values) => {
+                    let seen = Instant::now();
+                    for (slot, entity) in in_flight.iter_mut().zip(&entities) {
+                        let Some(i) = *slot else { continue };
+                        if values.get(entity) == Some(&probes[i].marker) {
+                            probes[i].visible = Some(seen);
+                            early += u64::from(probes[i].acked.is_none());
+                            *slot = None;
+                        }
+                    }
+                }
                 Err(e) => {
                     errors += 1;
                     if errors == 1 {
@@ -355,39 +448,53 @@ fn run(a: &Args) -> Result<Value, String> {
                     }
                 }
             }
-            if Instant::now() > deadline {
-                break None;
+        }
+        for slot in &mut in_flight {
+            if let Some(i) = *slot {
+                if probes[i].sent.elapsed() > a.probe_timeout {
+                    probes[i].timed_out = true;
+                    *slot = None;
+                }
             }
-            std::thread::sleep(a.poll);
-        };
-        match visible_at {
-            Some(at) => {
-                after_ack.push((at - acked_at).as_secs_f64() * 1e3);
-                after_send.push((at - sent_at).as_secs_f64() * 1e3);
-            }
-            None => timeouts += 1,
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    // delivery reports of probes seen before their report arrived
+    let _ = probes_producer.flush(Duration::from_secs(10));
+    for (i, at, _) in probes_producer
+        .context()
+        .tracked
+        .lock()
+        .map(|mut t| std::mem::take(&mut *t))
+        .unwrap_or_default()
+    {
+        if let Some(p) = probes.get_mut(i) {
+            p.acked = Some(at);
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let (bg_sent, bg_seconds) = bg.join().map_err(|_| "background thread panicked")?;
-    let _ = bg_producer.flush(Duration::from_secs(30));
-    let ctx = bg_producer.context();
+    let mut after_ack = Vec::new();
+    let mut after_send = Vec::new();
+    for p in &probes {
+        if let (Some(visible), Some(acked)) = (p.visible, p.acked) {
+            // visible before the report arrived: 0 after the ack
+            after_ack.push(visible.saturating_duration_since(acked).as_secs_f64() * 1e3);
+            after_send.push((visible - p.sent).as_secs_f64() * 1e3);
+        }
+    }
+    let entities_used = probes.iter().map(|p| p.entity).max().map_or(0, |k| k + 1);
     Ok(serde_json::json!({
         "system": "freshet-run-freshness",
-        "probes_sent": after_ack.len() as u64 + timeouts,
+        "probes_sent": probes.len(),
         "probes_visible": after_ack.len(),
-        "probe_timeouts": timeouts,
+        "probe_timeouts": probes.iter().filter(|p| p.timed_out).count(),
+        "probes_visible_before_ack_report": early,
+        "probe_entities": entities_used,
+        "probe_interval_ms": a.probe_every.as_secs_f64() * 1e3,
         "http_errors": errors,
         "http_polls": polls,
         "poll_interval_us": a.poll.as_micros() as u64,
         "ack_to_visible": summary(after_ack),
         "send_to_visible": summary(after_send),
-        "background_rate_target": a.rate,
-        "background_sent": bg_sent,
-        "background_acked": ctx.acked.load(Ordering::Relaxed),
-        "background_failed": ctx.failed.load(Ordering::Relaxed),
-        "background_rate": bg_sent as f64 / bg_seconds.max(1e-9),
-        "seconds": started.elapsed().as_secs_f64(),
     }))
 }
 
