@@ -22,7 +22,7 @@ use freshet_core::drift::DriftBoard;
 use freshet_core::metrics::PipelineMetrics;
 use freshet_core::spec::PipelineSpec;
 use freshet_features::checkpoint::{Checkpoint, Control};
-use freshet_features::{DiscardDrift, Live, Outputs};
+use freshet_features::{Live, Outputs};
 use freshet_kafka::client::CONNECT_TIMEOUT;
 use freshet_kafka::{
     kafka_inputs, InputOptions, KafkaChangelogSink, KafkaDeadLetterSink, KafkaProducer, LagProbe,
@@ -153,8 +153,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let board = Arc::new(DriftBoard::default());
-    let state = AppState::new(store.clone(), metrics.clone()).with_drift(board);
+    let board = Arc::new(DriftBoard::new(&spec));
+    let state = AppState::new(store.clone(), metrics.clone()).with_drift(board.clone());
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(freshet_serve::serve(listener, state.clone(), async {
         let _ = shutdown_rx.await;
@@ -187,7 +187,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         store,
         changelog,
         dead_letters,
-        drift: Arc::new(DiscardDrift),
+        drift: Arc::new(BoardDrift { board }),
         models: Arc::new(freshet_features::DiscardModels),
         metrics: metrics.clone(),
         flush_interval: LIVE_FLUSH_INTERVAL,
@@ -283,6 +283,41 @@ fn add_schema_checks(
         tracing::info!(source = %plan.name, topic, fields = plan.schema.checks.len(), "checking the topic schema");
     }
     Ok(())
+}
+
+/// Keeps the board `/v1/drift` serves and logs each alert transition.
+struct BoardDrift {
+    board: Arc<DriftBoard>,
+}
+
+impl freshet_features::DriftSink for BoardDrift {
+    fn reference(
+        &self,
+        monitor: &str,
+        feature: &str,
+        reference: &freshet_features::drift::FeatureReference,
+    ) {
+        self.board
+            .reference_ready(monitor, feature, reference.kind(), reference.count());
+    }
+
+    fn window(&self, window: &freshet_core::drift::DriftWindow) {
+        self.board.record_window(window);
+    }
+
+    fn alert(&self, alert: &freshet_core::drift::DriftAlert) {
+        self.board.record_alert(alert);
+        tracing::warn!(
+            monitor = %alert.monitor,
+            feature = %alert.feature,
+            measure = alert.measure.name(),
+            value = alert.value,
+            threshold = alert.threshold,
+            window_end_ms = alert.window_end_ms,
+            state = ?alert.transition,
+            "drift alert"
+        );
+    }
 }
 
 struct Coordinator<'a> {
