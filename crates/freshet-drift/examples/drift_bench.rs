@@ -165,6 +165,12 @@ fn rate<F: FnMut()>(n: usize, repeat: usize, mut f: F) -> Value {
     })
 }
 
+/// Scores of one window by check name.
+type Scores = BTreeMap<&'static str, f64>;
+
+/// A categorical test on reference and window profiles.
+type CategoricalScore = fn(&CategoricalReference, &freshet_drift::CategoricalProfile) -> Scores;
+
 /// An alarm rule: `("p<", t)` for p-values, `(">=", t)` for distances.
 type Rule = (&'static str, &'static str, f64);
 
@@ -178,7 +184,7 @@ struct Unit {
 }
 
 fn run_unit(mut unit: Unit, windows: usize, win: usize, starts: &[usize], args: &Args) -> Value {
-    let mut runs: Vec<(f64, Vec<f64>, Vec<BTreeMap<&'static str, f64>>)> = Vec::new();
+    let mut runs: Vec<(f64, Vec<f64>, Vec<Scores>)> = Vec::new();
     for _ in 0..args.repeat {
         let mut times = Vec::with_capacity(windows);
         let mut scores = Vec::with_capacity(windows);
@@ -397,14 +403,7 @@ fn window_units(
     let (creference, csetup) =
         timed(|| CategoricalReference::from_values(&categories[..r], CategoricalConfig::default()));
     let creference = std::sync::Arc::new(creference?);
-    let categorical: [(
-        &'static str,
-        &'static [Rule],
-        fn(
-            &CategoricalReference,
-            &freshet_drift::CategoricalProfile,
-        ) -> BTreeMap<&'static str, f64>,
-    ); 3] = [
+    let categorical: [(&'static str, &'static [Rule], CategoricalScore); 3] = [
         ("chi_square_gof(category)", &[("p", "p<", 0.01)], |r, p| {
             BTreeMap::from([(
                 "p",

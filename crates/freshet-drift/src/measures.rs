@@ -583,7 +583,9 @@ mod tests {
     #[test]
     fn two_sample_chi_square_matches_scipy_chi2_contingency() {
         // scipy 1.17.1: stats.chi2_contingency(np.vstack([r, w])) on the buckets kept
-        let cases: [(&[u64], &[u64], f64, u64, f64); 4] = [
+        // (reference, window, statistic, df, p-value)
+        type Case = (&'static [u64], &'static [u64], f64, u64, f64);
+        let cases: [Case; 4] = [
             (
                 &[400, 120, 100, 80, 80, 60, 40, 50, 40, 30],
                 &[250, 100, 80, 70, 150, 80, 120, 50, 50, 50],

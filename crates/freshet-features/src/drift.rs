@@ -1700,6 +1700,7 @@ fn view_tap<'a>(
                 let mut out: Vec<DriftRecord> = Vec::new();
                 let mut writes: Vec<StoreWrite> = Vec::new();
                 let mut closed: Vec<ClosedWindow> = Vec::new();
+                let mut no_closed: Vec<ClosedWindow> = Vec::new();
                 let mut t_end: Option<u64> = None;
                 let mut watermark: Option<u64> = None;
                 let mut ended = false;
@@ -1760,7 +1761,8 @@ fn view_tap<'a>(
                                 expiries.pop();
                             }
                             if let Some(s) = cont.as_mut() {
-                                s.advance(instant, instant, &mut closed, &mut writes);
+                                // no hopping group in this state: nothing closes here
+                                s.advance(instant, instant, &mut no_closed, &mut writes);
                                 s.flush(false, &mut writes);
                                 for write in writes.drain(..) {
                                     if let StoreWrite::Upsert { vector, .. } = write {
@@ -1776,7 +1778,6 @@ fn view_tap<'a>(
                                         });
                                     }
                                 }
-                                closed.clear();
                             }
                             if let Some(s) = hop.as_mut() {
                                 s.advance(instant, instant, &mut closed, &mut writes);
@@ -2019,6 +2020,84 @@ mod tests {
             lines.contains(&"alert s.c chi_square cleared at 20".to_owned()),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn detectors_see_values_in_time_order_and_alerts_fire_then_clear() {
+        let sink = Recorder::default();
+        let mut plan = (*plan(ReferencePlan::Pinned(Arc::new(BTreeMap::new())))).clone();
+        plan.detectors = vec![Measure::PageHinkley];
+        plan.page_hinkley = PageHinkleyConfig {
+            min_instances: 5,
+            delta: 0.0,
+            threshold: 1.0,
+            alpha: 1.0,
+            mode: freshet_drift::PageHinkleyMode::Both,
+        };
+        let mut m = MonitorState::new(Arc::new(plan)).expect("plan");
+        // 0 until time 50, then 10; delivered newest first
+        for ts in (0..70u64).rev() {
+            let x = if ts < 50 { 0.0 } else { 10.0 };
+            m.ingest_slots(ts, &event(Scalar::Num(x), "a"), &sink)
+                .expect("ingest");
+        }
+        // nothing before the watermark passes
+        assert!(sink.take().is_empty());
+        m.advance(55, false, &sink);
+        // in time order the first 10 comes at 50: detected there; in arrival order the first
+        // values would all be 10
+        assert_eq!(sink.take(), ["alert s.x page_hinkley firing at 50"]);
+        // no detection after the reset (constant 10): clears one window (10) later
+        m.advance(100, true, &sink);
+        assert_eq!(sink.take(), ["alert s.x page_hinkley cleared at 60"]);
+    }
+
+    #[test]
+    fn lagged_reference_keeps_bounded_summaries_of_past_windows() {
+        let sink = Recorder::default();
+        let mut plan = (*plan(ReferencePlan::Lagged {
+            lag_ms: 20,
+            duration_ms: 20,
+        }))
+        .clone();
+        plan.numeric = NumericConfig {
+            bins: 10,
+            reference_sample: 1_000,
+            window_sample: 800,
+        };
+        let mut m = MonitorState::new(Arc::new(plan)).expect("plan");
+        let mut windows = 0;
+        for k in 0..50u64 {
+            for i in 0..5_000u64 {
+                let ts = k * 10 + i % 10;
+                let x = ((i * 7919) % 1000) as f64;
+                m.ingest_slots(
+                    ts,
+                    &event(Scalar::Num(x), if i % 3 == 0 { "a" } else { "b" }),
+                    &sink,
+                )
+                .expect("ingest");
+            }
+            m.advance(k * 10 + 10, false, &sink);
+            // at most (lag + duration) / window summaries, each sample at most
+            // reference_sample / (duration / window) = 500 values
+            assert!(m.ring.len() <= 4, "{} summaries", m.ring.len());
+            for summaries in m.ring.values() {
+                for s in summaries {
+                    if let Summary::Numeric { sample, .. } = s {
+                        assert!(sample.values().len() <= 500);
+                        assert_eq!(sample.seen(), 5_000);
+                    }
+                }
+            }
+            windows += sink
+                .take()
+                .iter()
+                .filter(|l| l.starts_with("window s.x"))
+                .count();
+        }
+        // the first window with a complete reference [e - 40, e - 20) ends at 40
+        assert_eq!(windows, 50 - 3);
     }
 
     #[test]

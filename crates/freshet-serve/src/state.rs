@@ -10,8 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use freshet_core::drift::DriftBoard;
 use freshet_core::metrics::PipelineMetrics;
+use freshet_core::serving::Scorer;
 use freshet_core::store::OnlineStore;
 
+use crate::models::{AdminToken, ModelBook};
 use crate::telemetry::HttpMetrics;
 
 /// What `GET /healthz` reports.
@@ -56,6 +58,8 @@ pub struct AppState {
     pub(crate) pipeline: Arc<PipelineMetrics>,
     pub(crate) http: Arc<HttpMetrics>,
     pub(crate) drift: Option<Arc<DriftBoard>>,
+    pub(crate) models: Option<Arc<ModelBook>>,
+    pub(crate) admin_token: Option<AdminToken>,
     health: Arc<AtomicU8>,
 }
 
@@ -67,6 +71,8 @@ impl AppState {
             pipeline,
             http: Arc::new(HttpMetrics::default()),
             drift: None,
+            models: None,
+            admin_token: None,
             health: Arc::new(AtomicU8::new(HealthStatus::Ok.to_u8())),
         }
     }
@@ -76,6 +82,31 @@ impl AppState {
     pub fn with_drift(mut self, board: Arc<DriftBoard>) -> Self {
         self.drift = Some(board);
         self
+    }
+
+    /// Serves the models of `scorer` (`/v1/models/...`, `/v2/...`), each with the `latest`
+    /// traffic policy.
+    #[must_use]
+    pub fn with_models(mut self, scorer: Arc<dyn Scorer>) -> Self {
+        self.models = Some(Arc::new(ModelBook::new(&scorer)));
+        self
+    }
+
+    /// Requires `authorization: Bearer <token>` on the admin endpoints (without a token they are
+    /// open, for a server on loopback).
+    #[must_use]
+    pub fn with_admin_token(mut self, token: AdminToken) -> Self {
+        self.admin_token = Some(token);
+        self
+    }
+
+    /// Records the current version of every served model; [`crate::serve`] calls it every
+    /// [`crate::VERSION_OBSERVE_INTERVAL`], so versions published between requests are held
+    /// too.
+    pub fn observe_model_versions(&self) {
+        if let Some(book) = &self.models {
+            book.observe_all();
+        }
     }
 
     /// The store the API reads.
@@ -104,6 +135,15 @@ impl std::fmt::Debug for AppState {
         f.debug_struct("AppState")
             .field("views", &self.store.views())
             .field("health", &self.health())
+            .field(
+                "models",
+                &self
+                    .models
+                    .iter()
+                    .flat_map(|b| b.iter().map(|m| m.name().to_owned()))
+                    .collect::<Vec<_>>(),
+            )
+            .field("admin_token", &self.admin_token)
             .finish_non_exhaustive()
     }
 }

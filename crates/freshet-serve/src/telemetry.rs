@@ -16,6 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use freshet_core::metrics::PipelineMetrics;
 
+use crate::models::ModelTiming;
 use crate::state::AppState;
 
 /// Upper bounds (seconds) of the `freshet_http_request_duration_seconds` buckets; `+Inf` is
@@ -105,10 +106,12 @@ pub(crate) async fn record_latency(
         .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
         .to_owned();
     let start = Instant::now();
-    let response = next.run(request).await;
-    state
-        .http
-        .observe(&route, response.status(), start.elapsed());
+    let mut response = next.run(request).await;
+    let elapsed = start.elapsed();
+    if let Some(timing) = response.extensions_mut().remove::<ModelTiming>() {
+        timing.record(elapsed);
+    }
+    state.http.observe(&route, response.status(), elapsed);
     response
 }
 
@@ -121,6 +124,9 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         render_drift(&mut out, board);
     }
     render_http(&mut out, &state.http.snapshot());
+    if let Some(book) = &state.models {
+        crate::models::render_metrics(&mut out, book);
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, EXPOSITION_CONTENT_TYPE)],
@@ -374,7 +380,7 @@ fn render_http(out: &mut String, histograms: &BTreeMap<(String, &'static str), H
 }
 
 /// Escapes a label value as the text format requires: backslash, double quote and newline.
-fn escape_label(value: &str) -> String {
+pub(crate) fn escape_label(value: &str) -> String {
     let mut escaped = String::with_capacity(value.len());
     for c in value.chars() {
         match c {

@@ -232,8 +232,13 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let state =
-        freshet_serve::AppState::new(store.clone(), metrics.clone()).with_drift(board.clone());
+    let scorer = crate::serving::RegistryScorer::new(&spec, models.registries());
+    let mut state = freshet_serve::AppState::new(store.clone(), metrics.clone())
+        .with_drift(board.clone())
+        .with_models(Arc::new(scorer));
+    if let Some(token) = crate::serving::admin_token_from_env()? {
+        state = state.with_admin_token(token);
+    }
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(freshet_serve::serve(listener, state, async {
         let _ = shutdown_rx.await;
@@ -252,6 +257,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     );
     println!("  try: curl http://{addr}/v1/features/card/c0000000   |   freshet query --view card c0000000 c0000001");
     println!("       curl http://{addr}/v1/drift   (amounts and countries shift during the middle third of a --duration run)");
+    println!(
+        "       curl -H 'content-type: application/json' -d '{}' http://{addr}/v1/models/fraud/predict",
+        crate::serving::DEMO_PREDICT_BODY
+    );
     let deadline = args.duration.map(|d| Instant::now() + d.as_duration());
     let generator_args = (args.rate, args.cards, args.speed.max(1), stop.clone());
     let factory: ReaderFactory = Arc::new(move |index, _peers| {
@@ -306,6 +315,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         }
         if started.elapsed().as_millis() % 5000 < 200 {
             print_models(&summaries);
+            crate::serving::print_sample_prediction(addr, "fraud");
         }
         if last_vectors.elapsed() >= Duration::from_secs(10) {
             print_vectors(&*store);

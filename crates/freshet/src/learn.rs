@@ -32,8 +32,11 @@ enum Item {
     Watermark(u64),
 }
 
+/// Items waiting to be sent, and the sender (`None` once closed).
+type Outbox = (Vec<Item>, Option<SyncSender<Vec<Item>>>);
+
 struct Channel {
-    sender: Mutex<(Vec<Item>, Option<SyncSender<Vec<Item>>>)>,
+    sender: Mutex<Outbox>,
 }
 
 impl Channel {

@@ -8,6 +8,7 @@ mod learn;
 mod output;
 mod replay;
 mod run;
+mod serving;
 mod webhook;
 
 use std::path::PathBuf;
@@ -58,6 +59,9 @@ enum Command {
     /// Drift monitoring tools (`freshet drift snapshot`).
     #[command(subcommand)]
     Drift(drift::DriftCommand),
+    /// Benchmarks (`freshet bench serve`: model serving under local load).
+    #[command(subcommand)]
+    Bench(serving::BenchCommand),
     /// Ask a running freshet for the features of some entities.
     Query {
         /// Feature view.
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
         Command::Store(StoreCommand::Dump { pipeline, out }) => dump_store(&pipeline, &out),
         Command::Topics { command } => kafka_cmds::topics(&command),
         Command::Produce(args) => kafka_cmds::produce(&args),
+        Command::Bench(command) => serving::bench(&command),
         Command::Query {
             view,
             entities,

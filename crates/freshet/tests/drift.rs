@@ -311,3 +311,449 @@ fn missing_snapshot_file_is_an_error() {
         "{stderr}"
     );
 }
+
+/// The acceptance pipeline with `body` replacing its `[[drift]]` table.
+fn pipeline_with(dir: &Path, body: &str) -> PathBuf {
+    let text =
+        format!("[[source]]\nname = \"stream\"\nentity = \"id\"\nevent_time = \"ts\"\n\n{body}\n");
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, text).expect("write pipeline");
+    path
+}
+
+fn float(value: &Value, field: &str) -> f64 {
+    value[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("`{field}` is not a number in {value}"))
+}
+
+#[test]
+fn adwin_in_the_pipeline_fires_once_just_after_the_shift_with_the_mean_change() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = generate(dir.path());
+    let pipeline = pipeline_with(
+        dir.path(),
+        r#"[[drift]]
+name = "d"
+features = ["stream.value", "stream.category"]
+reference = { kind = "first", duration = "100s" }
+window = "10s"
+methods = ["ks", "adwin"]
+alert = { ks_p = 0.001, fire_after = 2, clear_after = 3 }"#,
+    );
+    let out = dir.path().join("out");
+    replay(&pipeline, &[("stream", input)], 1, &out);
+    let lines = drift_lines(&out);
+    let adwin: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["kind"] == "alert" && l["measure"] == "adwin")
+        .collect();
+    // the categorical feature gets no detector; the value's ADWIN (River's defaults) is quiet
+    // for the 100 000 rows before the shift and detects once, a few hundred rows after it;
+    // with no further detection the alert clears clear_after = 3 windows (30 s) later
+    assert_eq!(adwin.len(), 2, "{adwin:?}");
+    let fired = adwin[0];
+    assert_eq!(fired["feature"], "stream.value");
+    assert_eq!(fired["state"], "firing");
+    let at = int(fired, "window_end");
+    assert!(
+        at > MIDPOINT_MS && at < MIDPOINT_MS + 2_000,
+        "ADWIN fired at row {}",
+        at - BASE_MS
+    );
+    // value: the estimated change of the mean, for a 0 -> 0.25 shift
+    let change = float(fired, "value");
+    assert!(change > 0.1 && change < 0.6, "{change}");
+    assert_eq!(float(fired, "threshold"), 0.002);
+    let cleared = adwin[1];
+    assert_eq!(cleared["state"], "cleared");
+    assert_eq!(int(cleared, "window_end"), at + 3 * WINDOW_MS);
+    assert_eq!(float(cleared, "value"), change);
+    // detector alerts come in event-time order among the windows: after the window ending
+    // before the detection, before the window containing it
+    let position = lines
+        .iter()
+        .position(|l| l["kind"] == "alert" && l["measure"] == "adwin")
+        .expect("adwin alert");
+    let previous_window = lines[..position]
+        .iter()
+        .rev()
+        .find(|l| l["kind"] == "window")
+        .map(|l| int(l, "window_end"));
+    // (the first window is [100 s, 110 s), which holds the detection: none comes before it)
+    assert!(previous_window.is_none_or(|e| e <= at));
+    let next_window = lines[position..]
+        .iter()
+        .find(|l| l["kind"] == "window")
+        .map(|l| int(l, "window_end"));
+    assert!(next_window.is_some_and(|e| e > at));
+}
+
+/// A tiny input of one entity: events at the given times (s), value 1.
+fn one_entity(dir: &Path, seconds: &[u64]) -> PathBuf {
+    let path = dir.join("one.jsonl");
+    let text: String = seconds
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{{\"id\":\"a\",\"n\":{i},\"ts\":{}}}\n", BASE_MS + s * 1000))
+        .collect();
+    std::fs::write(&path, text).expect("write input");
+    path
+}
+
+#[test]
+fn computed_continuous_feature_is_monitored_at_every_change_of_its_window() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // events at 1 s, 2 s and 6 s; a 2 s continuous count changes at 1 s (1), 2 s (2),
+    // 3 s (1: the first event leaves), 4 s (0) and 6 s (1); the change at 8 s is after t_end
+    let input = one_entity(dir.path(), &[1, 2, 6]);
+    let path = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &path,
+        r#"[[source]]
+name = "stream"
+entity = "id"
+event_time = "ts"
+
+[[feature_view]]
+name = "v"
+source = "stream"
+features = [{ name = "count_2s", agg = "count", window = "2s" }]
+
+[[drift]]
+name = "d"
+features = ["v.count_2s"]
+reference = { kind = "first", events = 1 }
+window = "1s"
+methods = ["ks"]
+"#,
+    )
+    .expect("write pipeline");
+    let out = dir.path().join("out");
+    replay(&path, &[("stream", input)], 1, &out);
+    let lines = drift_lines(&out);
+    // reference: the value at 1 s (count 1); windows from 2 s on, one value each; [5 s, 6 s)
+    // had no change and [6 s, 7 s) ends after t_end
+    let windows: Vec<(u64, u64, f64)> = lines
+        .iter()
+        .filter(|l| l["kind"] == "window")
+        .map(|l| {
+            (
+                int(l, "window_end") - BASE_MS,
+                int(l, "count"),
+                l["measures"]["ks"].as_f64().expect("ks"),
+            )
+        })
+        .collect();
+    // values 2 (at 2 s), 1 (3 s), 0 (4 s) against the reference value 1: D = 1, 0, 1
+    assert_eq!(
+        windows,
+        vec![(3_000, 1, 1.0), (4_000, 1, 0.0), (5_000, 1, 1.0)]
+    );
+}
+
+#[test]
+fn computed_tumbling_feature_is_monitored_per_closed_window_and_results_do_not_depend_on_workers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = generate(dir.path());
+    // two partitions: odd and even rows
+    let text = std::fs::read_to_string(&input).expect("input");
+    let (mut even, mut odd) = (String::new(), String::new());
+    for (i, line) in text.lines().enumerate() {
+        let part = if i % 2 == 0 { &mut even } else { &mut odd };
+        part.push_str(line);
+        part.push('\n');
+    }
+    let (p0, p1) = (dir.path().join("p0.jsonl"), dir.path().join("p1.jsonl"));
+    std::fs::write(&p0, even).expect("write");
+    std::fs::write(&p1, odd).expect("write");
+    // entities: the category (10 of them); a 1 s tumbling mean of the value per category
+    let path = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &path,
+        r#"[[source]]
+name = "stream"
+entity = "category"
+event_time = "ts"
+
+[[feature_view]]
+name = "c"
+source = "stream"
+features = [
+  { name = "mean_1s", agg = "mean", field = "value", window = "1s", slide = "1s" },
+  { name = "mean_5s", agg = "mean", field = "value", window = "5s" },
+]
+
+[[drift]]
+name = "d"
+features = ["c.mean_1s"]
+reference = { kind = "first", duration = "100s" }
+window = "10s"
+methods = ["ks", "psi"]
+alert = { ks_p = 0.001, fire_after = 2, clear_after = 3 }
+
+# every change of a continuous mean: values far from independent, so no window alerts here
+[[drift]]
+name = "e"
+features = ["c.mean_5s"]
+reference = { kind = "first", duration = "100s" }
+window = "10s"
+methods = ["ks", "adwin"]
+"#,
+    )
+    .expect("write pipeline");
+    let mut outputs = Vec::new();
+    for workers in [1, 2] {
+        let out = dir.path().join(format!("out{workers}"));
+        replay(
+            &path,
+            &[("stream", p0.clone()), ("stream", p1.clone())],
+            workers,
+            &out,
+        );
+        outputs.push(std::fs::read_to_string(out.join("drift.jsonl")).expect("drift.jsonl"));
+    }
+    // each monitor's lines are the same, in the same order (lines of different monitors may
+    // interleave differently, as the watermark advances in other steps)
+    let by_monitor = |text: &str, monitor: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains(&format!("\"monitor\":\"{monitor}\"")))
+            .map(str::to_owned)
+            .collect()
+    };
+    for monitor in ["d", "e"] {
+        let one = by_monitor(&outputs[0], monitor);
+        assert!(!one.is_empty());
+        assert_eq!(
+            one,
+            by_monitor(&outputs[1], monitor),
+            "monitor {monitor}: drift.jsonl differs between 1 and 2 workers"
+        );
+    }
+    let lines: Vec<Value> = outputs[0]
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    // every closed 1 s window of each of the 10 categories is one value: 10 windows x 10
+    for l in lines
+        .iter()
+        .filter(|l| l["kind"] == "window" && l["feature"] == "c.mean_1s")
+    {
+        assert_eq!(int(l, "count"), 100, "{l}");
+    }
+    // the per-category means shift with the value: KS fires after the shift, never before
+    let at = fired_at(&lines, "c.mean_1s", "ks").expect("c.mean_1s ks fired");
+    assert!(
+        at > MIDPOINT_MS && at <= MIDPOINT_MS + 3 * WINDOW_MS,
+        "fired at {at}"
+    );
+    for a in alerts(&lines, "firing")
+        .into_iter()
+        .filter(|a| a["monitor"] == "d")
+    {
+        assert!(int(a, "window_end") > MIDPOINT_MS, "early alert {a}");
+    }
+    // the continuous mean is monitored too (about two values per event: one when it enters
+    // the key's window, one when it leaves)
+    let counts: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["kind"] == "window" && l["feature"] == "c.mean_5s")
+        .map(|l| int(l, "count"))
+        .collect();
+    assert_eq!(counts.len(), 9);
+    assert!(
+        counts.iter().all(|&c| c > 15_000 && c <= 20_000),
+        "{counts:?}"
+    );
+}
+
+#[test]
+fn lagged_reference_compares_each_window_with_an_earlier_period_and_adapts_after_a_shift() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = generate(dir.path());
+    let pipeline = pipeline_with(
+        dir.path(),
+        r#"[[drift]]
+name = "d"
+features = ["stream.value", "stream.category"]
+reference = { kind = "lagged", lag = "10s", duration = "30s" }
+window = "10s"
+methods = ["ks", "psi", "chi_square"]
+chi_square_test = "two_sample"
+alert = { ks_p = 0.001, chi_square_p = 0.001, fire_after = 1, clear_after = 2 }"#,
+    );
+    let out = dir.path().join("out");
+    replay(&pipeline, &[("stream", input)], 1, &out);
+    let lines = drift_lines(&out);
+    // history starts with [0 s, 10 s): the first window whose reference [e - 40 s, e - 10 s)
+    // lies after it ends at 40 s; then every window up to the last complete one (190 s)
+    let ends: Vec<u64> = (4..=19).map(|k| BASE_MS + k * WINDOW_MS).collect();
+    assert_eq!(window_ends(&lines, "stream.value"), ends);
+    assert_eq!(window_ends(&lines, "stream.category"), ends);
+    // the shift at 100 s: the window [100 s, 110 s) against [60 s, 90 s) fires at once; once
+    // the reference is all shifted (window [140 s, 150 s) against [100 s, 130 s)) it is calm
+    // again, and the alerts clear after two calm windows
+    for (feature, measure) in [("stream.value", "ks"), ("stream.category", "chi_square")] {
+        let fired = fired_at(&lines, feature, measure).expect("fired");
+        assert_eq!(fired, MIDPOINT_MS + WINDOW_MS, "{feature}");
+        let cleared = alerts(&lines, "cleared")
+            .into_iter()
+            .find(|a| a["feature"] == feature && a["measure"] == measure)
+            .map(|a| int(a, "window_end"))
+            .expect("cleared");
+        assert!(
+            cleared > MIDPOINT_MS + 4 * WINDOW_MS && cleared <= MIDPOINT_MS + 7 * WINDOW_MS,
+            "{feature} cleared at {}",
+            cleared - BASE_MS
+        );
+    }
+    for a in alerts(&lines, "firing") {
+        assert!(int(a, "window_end") > MIDPOINT_MS, "early alert {a}");
+    }
+}
+
+#[test]
+fn two_sample_chi_square_is_calmer_than_goodness_of_fit_on_the_same_windows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = generate(dir.path());
+    let monitor = |name: &str, test: &str| {
+        format!(
+            "[[drift]]\nname = \"{name}\"\nfeatures = [\"stream.category\"]\nreference = {{ kind = \"first\", duration = \"100s\" }}\nwindow = \"10s\"\nmethods = [\"chi_square\"]\nchi_square_test = \"{test}\"\nalert = {{ chi_square_p = 0.001 }}\n"
+        )
+    };
+    let pipeline = pipeline_with(
+        dir.path(),
+        &format!(
+            "{}\n{}",
+            monitor("gof", "goodness_of_fit"),
+            monitor("two", "two_sample")
+        ),
+    );
+    let out = dir.path().join("out");
+    replay(&pipeline, &[("stream", input)], 1, &out);
+    let lines = drift_lines(&out);
+    let statistics = |m: &str| -> Vec<(u64, f64)> {
+        lines
+            .iter()
+            .filter(|l| l["kind"] == "window" && l["monitor"] == m)
+            .map(|l| {
+                (
+                    int(l, "window_end"),
+                    l["measures"]["chi_square"].as_f64().expect("X2"),
+                )
+            })
+            .collect()
+    };
+    let (gof, two) = (statistics("gof"), statistics("two"));
+    assert_eq!(gof.len(), 9);
+    assert_eq!(gof.len(), two.len());
+    for ((end, g), (end2, t)) in gof.iter().zip(&two) {
+        assert_eq!(end, end2);
+        // the two-sample statistic accounts for the reference being a sample of 100 000
+        // against windows of 10 000: smaller by about n_ref / (n_ref + n_win) = 0.91
+        assert!(
+            *t < *g && *t > 0.5 * g,
+            "window {end}: two-sample {t} vs goodness of fit {g}"
+        );
+    }
+    // both detect the shift at the second window
+    for m in ["gof", "two"] {
+        let at = alerts(&lines, "firing")
+            .into_iter()
+            .find(|a| a["monitor"] == m)
+            .map(|a| int(a, "window_end"));
+        assert_eq!(at, Some(MIDPOINT_MS + 2 * WINDOW_MS), "{m}");
+    }
+}
+
+/// Serves HTTP/1.1 on a local port until `expected` POST bodies arrived; returns the URL and a
+/// receiver of the bodies.
+fn webhook_listener() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read};
+    let server = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", server.local_addr().expect("address"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in server.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let (mut line, mut length) = (String::new(), 0usize);
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            if reader.read_exact(&mut body).is_ok() {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+                let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+            }
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn webhook_receives_every_alert_transition_as_json() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = shift_back(&generate(dir.path()), dir.path());
+    let (url, bodies) = webhook_listener();
+    let pipeline = pipeline_with(
+        dir.path(),
+        &format!(
+            r#"[[drift]]
+name = "d"
+features = ["stream.value", "stream.category"]
+reference = {{ kind = "first", events = 50000 }}
+window = "10s"
+methods = ["psi", "ks", "chi_square"]
+alert = {{ psi = 0.1, ks_p = 0.001, chi_square_p = 0.001, fire_after = 2, clear_after = 3, webhook = "{url}" }}"#
+        ),
+    );
+    let out = dir.path().join("out");
+    let got = replay(&pipeline, &[("stream", input)], 1, &out);
+    let lines = drift_lines(&out);
+    let transitions: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "alert").collect();
+    assert!(transitions.len() >= 4, "{transitions:?}");
+    let received: Vec<Value> = (0..transitions.len())
+        .map(|_| {
+            let body = bodies
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("the webhook got every transition");
+            serde_json::from_str(&body).expect("JSON body")
+        })
+        .collect();
+    for (line, body) in transitions.iter().zip(&received) {
+        for key in [
+            "state",
+            "monitor",
+            "feature",
+            "measure",
+            "value",
+            "threshold",
+        ] {
+            assert_eq!(body[key], line[key], "{key}: {body} vs {line}");
+        }
+        assert_eq!(body["window"]["end"], line["window_end"]);
+        assert_eq!(
+            int(&body["window"], "end") - int(&body["window"], "start"),
+            WINDOW_MS
+        );
+        // the reference is the first 50 000 events: [0 s, 50 s)
+        assert_eq!(int(&body["reference"], "start"), BASE_MS);
+        assert_eq!(int(&body["reference"], "end"), BASE_MS + 50_000);
+    }
+    let webhook = &got.summary["webhooks"][0];
+    assert_eq!(
+        int(webhook, "delivered"),
+        transitions.len() as u64,
+        "{webhook}"
+    );
+    assert_eq!(webhook["drained"], true);
+}

@@ -94,7 +94,7 @@ fn drift_unknown_source_lists_the_declared_ones() {
         .expect_err("unknown source");
     assert!(
         err.message
-            .contains("reads source `other`, which is not declared; expected one of: stream"),
+            .contains("reads source `other`, which is not declared (nor is such a feature view); expected one of: stream"),
         "{err}"
     );
 }
@@ -147,4 +147,118 @@ fn drift_cross_field_checks() {
     ))
     .expect_err("duplicate");
     assert!(err.message.contains("duplicate drift name `d`"), "{err}");
+}
+
+const DRIFT_VIEW: &str = "[[feature_view]]\nname = \"card\"\nsource = \"stream\"\nfeatures = [{ name = \"mean_1h\", agg = \"mean\", field = \"v\", window = \"1h\" }]\n";
+
+fn drift_with_view(body: &str) -> Result<PipelineSpec, SpecError> {
+    parse(&format!(
+        "{DRIFT_SOURCE}\n{DRIFT_VIEW}\n[[drift]]\nname = \"d\"\n{body}"
+    ))
+}
+
+#[test]
+fn drift_features_may_be_computed_features_of_a_view() {
+    let spec = drift_with_view(
+        "features = [\"card.mean_1h\", \"stream.v\"]\nreference = { kind = \"first\", events = 10 }\nwindow = \"1m\"\n",
+    )
+    .expect("valid");
+    let refs: Vec<(&str, &str)> = spec.drift[0].get_ref().feature_refs().collect();
+    assert_eq!(refs, [("card", "mean_1h"), ("stream", "v")]);
+    let err = drift_with_view(
+        "features = [\"card.sum\"]\nreference = { kind = \"first\", events = 10 }\nwindow = \"1m\"\n",
+    )
+    .expect_err("unknown view feature");
+    assert!(
+        err.message
+            .contains("view `card` has no feature `sum`; expected one of: mean_1h"),
+        "{err}"
+    );
+    // a source and a view of the same name make `name.x` ambiguous
+    let err = parse(&format!(
+        "{DRIFT_SOURCE}\n[[feature_view]]\nname = \"stream\"\nsource = \"stream\"\nfeatures = [{{ name = \"n\", agg = \"count\", window = \"1m\" }}]\n[[drift]]\nname = \"d\"\nfeatures = [\"stream.n\"]\nreference = {{ kind = \"first\", events = 1 }}\nwindow = \"1m\"\n"
+    ))
+    .expect_err("ambiguous");
+    assert!(
+        err.message
+            .contains("names both a source and a feature view"),
+        "{err}"
+    );
+}
+
+#[test]
+fn drift_detectors_lagged_reference_delivery_and_chi_square_test() {
+    let spec = drift(
+        "features = [\"stream.v\"]\nreference = { kind = \"lagged\", lag = \"1d\", duration = \"1h\" }\nwindow = \"5m\"\nmethods = [\"ks\", \"adwin\", \"page_hinkley\"]\nadwin = { delta = 0.01 }\npage_hinkley = { threshold = 80.0, mode = \"up\" }\nchi_square_test = \"two_sample\"\nalert_topic = \"freshet.alerts\"\nalert = { ks_p = 0.001, webhook = \"http://127.0.0.1:9000/hook\" }\n",
+    )
+    .expect("valid");
+    let d = spec.drift[0].get_ref();
+    assert_eq!(
+        d.reference,
+        ReferenceSpec::Lagged {
+            lag: HumanDuration::from_secs(86_400),
+            duration: HumanDuration::from_secs(3_600)
+        }
+    );
+    assert_eq!(d.window_measures().collect::<Vec<_>>(), [Measure::Ks]);
+    assert_eq!(
+        d.detectors().collect::<Vec<_>>(),
+        [Measure::Adwin, Measure::PageHinkley]
+    );
+    assert_eq!(d.detector_parameter(Measure::Adwin), Some(0.01));
+    assert_eq!(d.detector_parameter(Measure::PageHinkley), Some(80.0));
+    assert_eq!(d.adwin.clock, freshet_drift::adwin::DEFAULT_CLOCK);
+    assert_eq!(d.page_hinkley.mode, freshet_drift::PageHinkleyMode::Up);
+    assert_eq!(d.chi_square_test, freshet_drift::ChiSquareMethod::TwoSample);
+    assert_eq!(d.alert_topic.as_deref(), Some("freshet.alerts"));
+    assert_eq!(
+        d.alert.webhook.as_deref(),
+        Some("http://127.0.0.1:9000/hook")
+    );
+}
+
+#[test]
+fn drift_new_fields_are_checked() {
+    let base = "features = [\"stream.v\"]\nwindow = \"10m\"\n";
+    let first = "reference = { kind = \"first\", events = 10 }\n";
+    let cases = [
+        (
+            "reference = { kind = \"lagged\", lag = \"5m\", duration = \"1h\" }\n",
+            "lag and duration must be whole multiples of window",
+        ),
+        (
+            "reference = { kind = \"lagged\", lag = \"1h\", duration = \"15m\" }\n",
+            "whole multiples",
+        ),
+        (
+            "reference = { kind = \"lagged\", lag = \"100d\", duration = \"1d\" }\n",
+            "windows of history, at most 10000",
+        ),
+        (
+            "reference = { kind = \"lagged\", lag = \"1h\" }\n",
+            "missing field `duration`",
+        ),
+        ("adwin = { delta = 1.5 }\n", "adwin: "),
+        ("page_hinkley = { alpha = 0.0 }\n", "page_hinkley: "),
+        ("page_hinkley = { lambda = 3 }\n", "unknown field `lambda`"),
+        ("chi_square_test = \"exact\"\n", "unknown variant `exact`"),
+        (
+            "alert = { webhook = \"https://example.com/x\" }\n",
+            "https is not supported",
+        ),
+        ("alert = { webhook = \"http:///x\" }\n", "no host"),
+        (
+            "alert_topic = \"bad topic\"\n",
+            "alert_topic: expected a Kafka topic name",
+        ),
+    ];
+    for (extra, want) in cases {
+        let body = if extra.starts_with("reference") {
+            format!("{base}{extra}")
+        } else {
+            format!("{base}{first}{extra}")
+        };
+        let err = drift(&body).expect_err(extra);
+        assert!(err.message.contains(want), "{extra}: {err}");
+    }
 }

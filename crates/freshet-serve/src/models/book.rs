@@ -33,7 +33,10 @@ impl ModelBook {
             .into_iter()
             .map(|description| {
                 let name = description.name.clone();
-                (name, Arc::new(ServedModel::new(description, Arc::clone(scorer))))
+                (
+                    name,
+                    Arc::new(ServedModel::new(description, Arc::clone(scorer))),
+                )
             })
             .collect();
         Self { models }
@@ -233,7 +236,8 @@ impl ServedModel {
         let routing = Arc::new(history.routing());
         self.routing.store(Arc::clone(&routing));
         let held = routing.held();
-        self.stats.retain_versions(|v| held.binary_search(&v).is_ok());
+        self.stats
+            .retain_versions(|v| held.binary_search(&v).is_ok());
         routing
     }
 
@@ -248,10 +252,18 @@ impl ServedModel {
         self.observe_current(&mut history);
         let named = match policy.version() {
             None => None,
-            Some(version) => Some(history.find(version).ok_or_else(|| PolicyError::NotHeld {
-                model: self.name().to_owned(),
-                version,
-                held: version_list(&history.held().iter().map(|m| m.version()).collect::<Vec<_>>()),
+            Some(version) => Some(history.find(version).ok_or_else(|| {
+                PolicyError::NotHeld {
+                    model: self.name().to_owned(),
+                    version,
+                    held: version_list(
+                        &history
+                            .held()
+                            .iter()
+                            .map(|m| m.version())
+                            .collect::<Vec<_>>(),
+                    ),
+                }
             })?),
         };
         let previous = std::mem::replace(&mut history.policy, policy);

@@ -64,8 +64,8 @@ struct Latencies {
 
 impl Latencies {
     fn new() -> Self {
-        let histogram =
-            Histogram::new_with_bounds(1, MAX_LATENCY_NS, SIGNIFICANT_DIGITS).unwrap_or_else(|_| {
+        let histogram = Histogram::new_with_bounds(1, MAX_LATENCY_NS, SIGNIFICANT_DIGITS)
+            .unwrap_or_else(|_| {
                 unreachable!("the bounds and precision are constants that hdrhistogram accepts")
             });
         Self {
@@ -448,7 +448,10 @@ mod tests {
         assert!((985.0..=1000.0).contains(&p99), "p99 {p99} us");
         let mut out = String::new();
         summary(&mut out, "x", "model=\"m\"", &l);
-        assert!(out.contains("x{model=\"m\",quantile=\"0.999\"} 0.001"), "{out}");
+        assert!(
+            out.contains("x{model=\"m\",quantile=\"0.999\"} 0.000999"),
+            "{out}"
+        );
         assert!(out.contains("x_count{model=\"m\"} 1000\n"), "{out}");
         assert!(out.contains("x_sum{model=\"m\"} 0.5005\n"), "{out}");
     }

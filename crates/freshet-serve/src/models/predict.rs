@@ -90,6 +90,12 @@ impl InputPlan {
     }
 }
 
+/// A JSON object of request fields.
+type Fields = Map<String, Value>;
+
+/// What a view's store call found for each entity, and where the model's inputs are in it.
+type Fetched<'a> = Option<(Vec<Option<FeatureVector>>, &'a [Option<usize>])>;
+
 /// One entity to score and its own fields.
 struct Row<'a> {
     entity: &'a str,
@@ -114,14 +120,17 @@ fn type_name(value: &Value) -> &'static str {
 }
 
 fn object<'a>(value: &'a Value, path: &str) -> Result<&'a Map<String, Value>, ApiError> {
-    value
-        .as_object()
-        .ok_or_else(|| invalid(format!("`{path}` must be an object, got {}", type_name(value))))
+    value.as_object().ok_or_else(|| {
+        invalid(format!(
+            "`{path}` must be an object, got {}",
+            type_name(value)
+        ))
+    })
 }
 
 /// Reads the body: `{"entity": E}` or `{"entities": [E | {"entity": E, "fields": {..}}, ..]}`,
 /// plus optional shared `"fields": {..}`.
-fn parse_rows(body: &Value) -> Result<(Vec<Row<'_>>, Option<&Map<String, Value>>), ApiError> {
+fn parse_rows(body: &Value) -> Result<(Vec<Row<'_>>, Option<&Fields>), ApiError> {
     let body = object(body, "body")?;
     for key in body.keys() {
         if !matches!(key.as_str(), "entity" | "entities" | "fields") {
@@ -130,7 +139,10 @@ fn parse_rows(body: &Value) -> Result<(Vec<Row<'_>>, Option<&Map<String, Value>>
             )));
         }
     }
-    let shared = body.get("fields").map(|f| object(f, "fields")).transpose()?;
+    let shared = body
+        .get("fields")
+        .map(|f| object(f, "fields"))
+        .transpose()?;
     let rows = match (body.get("entity"), body.get("entities")) {
         (Some(_), Some(_)) => {
             return Err(invalid("give `entity` or `entities`, not both"));
@@ -366,7 +378,7 @@ pub(crate) async fn predict(
 
     // One store call per view the model reads, for every entity of the request.
     let keys: Vec<&str> = rows.iter().map(|r| r.entity).collect();
-    let mut fetched: Vec<Option<(Vec<Option<FeatureVector>>, &[Option<usize>])>> = Vec::new();
+    let mut fetched: Vec<Fetched<'_>> = Vec::new();
     for view in &model.plan.views {
         fetched.push(match view.positions(&*state.store) {
             Some(positions) if n > 0 => Some((state.store.get_many(&view.view, &keys)?, positions)),
@@ -404,7 +416,10 @@ pub(crate) async fn predict(
                 shared.and_then(|f| {
                     f.get(&input.field)
                         .map(|v| (v, &input.field, "fields"))
-                        .or_else(|| f.get(&input.qualified).map(|v| (v, &input.qualified, "fields")))
+                        .or_else(|| {
+                            f.get(&input.qualified)
+                                .map(|v| (v, &input.qualified, "fields"))
+                        })
                 })
             });
             if let Some((value, key, at)) = found {
@@ -420,7 +435,11 @@ pub(crate) async fn predict(
             freshet_core::serving::TrafficPolicy::Canary { .. } => canary_bucket(row.entity),
             _ => 0,
         };
-        versions.push(routing.for_bucket(bucket).ok_or_else(|| no_version(&name))?);
+        versions.push(
+            routing
+                .for_bucket(bucket)
+                .ok_or_else(|| no_version(&name))?,
+        );
     }
     let mut scores = vec![0.0f32; n * k];
     let mut groups: Vec<(&Arc<dyn ModelVersion>, Vec<usize>)> = Vec::new();

@@ -157,7 +157,11 @@ fn readiness(model: &ServedModel, ready: bool) -> Response {
     } else {
         StatusCode::BAD_REQUEST
     };
-    (status, Json(json!({ "name": model.name(), "ready": ready }))).into_response()
+    (
+        status,
+        Json(json!({ "name": model.name(), "ready": ready })),
+    )
+        .into_response()
 }
 
 /// `GET /v2/models/{name}/ready`: 200 once the model has a published version, else 400.
@@ -206,7 +210,10 @@ struct Flatten<'a>(&'a mut Option<TensorData>);
 
 impl Flatten<'_> {
     fn number<E: de::Error>(self, n: f64) -> Result<(), E> {
-        match self.0.get_or_insert_with(|| TensorData::Numbers(Vec::new())) {
+        match self
+            .0
+            .get_or_insert_with(|| TensorData::Numbers(Vec::new()))
+        {
             TensorData::Numbers(v) => {
                 v.push(n);
                 Ok(())
@@ -257,7 +264,10 @@ impl<'de> Visitor<'de> for Flatten<'_> {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        match self.0.get_or_insert_with(|| TensorData::Strings(Vec::new())) {
+        match self
+            .0
+            .get_or_insert_with(|| TensorData::Strings(Vec::new()))
+        {
             TensorData::Strings(s) => {
                 s.push(v.to_owned());
                 Ok(())
@@ -378,7 +388,9 @@ fn rows<'a>(
 ) -> Result<(Vec<InputValue<'a>>, usize), ApiError> {
     let names = &model.description.inputs;
     let d = names.len();
-    let by_name = inputs.iter().any(|i| names.iter().any(|n| n.name == i.name));
+    let by_name = inputs
+        .iter()
+        .any(|i| names.iter().any(|n| n.name == i.name));
     if inputs.len() == 1 && !(by_name && d > 1) {
         let input = &inputs[0];
         let n = match input.shape.as_slice() {
@@ -515,15 +527,15 @@ async fn infer_with(
         Some(v) => version_of(&model, &routing, v)?,
         None => {
             let bucket = match routing.policy {
-                freshet_core::serving::TrafficPolicy::Canary { .. } => {
-                    request.id.as_deref().map_or_else(
-                        || model.next_request_bucket(),
-                        canary_bucket,
-                    )
-                }
+                freshet_core::serving::TrafficPolicy::Canary { .. } => request
+                    .id
+                    .as_deref()
+                    .map_or_else(|| model.next_request_bucket(), canary_bucket),
                 _ => 0,
             };
-            routing.for_bucket(bucket).ok_or_else(|| no_version(&name))?
+            routing
+                .for_bucket(bucket)
+                .ok_or_else(|| no_version(&name))?
         }
     };
     let k = model.description.outputs;
@@ -538,14 +550,7 @@ async fn infer_with(
         ));
     }
     if version.is_none() {
-        super::predict::shadow_score(
-            &model,
-            &routing,
-            &values,
-            &scores,
-            chosen.version(),
-            None,
-        );
+        super::predict::shadow_score(&model, &routing, &values, &scores, chosen.version(), None);
     }
     model.stats.add_rows(Endpoint::Infer, n);
     let mut response = Json(InferResponse {
@@ -617,9 +622,11 @@ mod tests {
         /// NaN != NaN: compare missing values as a sentinel.
         fn nan_safe(self) -> Self {
             match self {
-                Self::Numbers(v) => {
-                    Self::Numbers(v.into_iter().map(|x| if x.is_nan() { -0.5 } else { x }).collect())
-                }
+                Self::Numbers(v) => Self::Numbers(
+                    v.into_iter()
+                        .map(|x| if x.is_nan() { -0.5 } else { x })
+                        .collect(),
+                ),
                 s => s,
             }
         }
