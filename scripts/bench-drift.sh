@@ -42,6 +42,21 @@ RESULTS=$RUN_DIR/results.jsonl
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/freshet-bench-drift.XXXXXX")
 trap 'rm -rf "$SCRATCH"' EXIT
 
+# runs a command, adds its CPU seconds (user + sys of the process tree), wall seconds and max
+# RSS to the JSON summary line it prints: timed CMD...
+timed() {
+  python3 -c 'import json, resource, subprocess, sys, time
+t0 = time.perf_counter(); r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+out = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, text=True, check=True).stdout
+r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+lines = [l for l in out.splitlines() if l.startswith("{")]
+d = json.loads(lines[-1]) if lines else {}
+d["cpu_s"] = round(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime, 3)
+d["wall_s"] = round(time.perf_counter() - t0, 3)
+d["maxrss_mb"] = round(r1.ru_maxrss / 1024, 1)
+print(json.dumps(d))' "$@"
+}
+
 # one JSON line per measurement, tagged: record TAG < line
 record() {
   python3 -c 'import json,sys; t=sys.argv[1]
@@ -183,10 +198,11 @@ window = "1m"
 methods = ["psi", "ks"]
 EOF
   } >"$SCRATCH/computed.toml"
-  for i in $(seq "$REPEAT"); do
+  # interleaved, so that load from elsewhere on the machine hits every variant alike
+  for i in $(seq $((REPEAT + 2))); do
     for variant in plain monitored computed; do
-      log "overhead: $variant, run $i/$REPEAT"
-      "$FRESHET_BIN" replay --pipeline "$SCRATCH/$variant.toml" \
+      log "overhead: $variant, run $i/$((REPEAT + 2))"
+      timed "$FRESHET_BIN" replay --pipeline "$SCRATCH/$variant.toml" \
         --input "transactions=$TXN/transactions.jsonl" --out "$SCRATCH/o-$variant" \
         | record "overhead-$variant"
     done
@@ -279,18 +295,21 @@ if acc:
           f"{acc['alerts_before_shift']} alerts before the shift; first alert after the shift (ms = rows): {acc['first_alert_after_shift_ms']}")
 ov = {k: by.get(f"overhead-{k}", []) for k in ["plain", "monitored", "computed"]}
 if ov["plain"]:
-    print("\n### Overhead of drift monitors on `freshet replay` (foundation.toml, 1 worker; median seconds)\n")
-    print("| pipeline | runs (s) | median s | events/s | overhead |")
-    print("|---|---|---|---|---|")
-    base = statistics.median(r["seconds"] for r in ov["plain"])
+    print("\n### Overhead of drift monitors on `freshet replay` (foundation.toml, 1 worker, interleaved runs; medians)\n")
+    print("| pipeline | CPU s per run | median CPU s | CPU overhead | median wall s | wall overhead | events/s |")
+    print("|---|---|---|---|---|---|---|")
+    base_cpu = statistics.median(r["cpu_s"] for r in ov["plain"])
+    base_wall = statistics.median(r["seconds"] for r in ov["plain"])
     for k, label in [("plain", "foundation.toml"), ("monitored", "+ [[drift]] amount, country: 5 measures + adwin"),
-                     ("computed", "+ computed features (1m tumbling sum, 1h continuous mean): psi, ks")]:
+                     ("computed", "+ also computed features (1m tumbling sum, 1h continuous mean): psi, ks")]:
         if not ov[k]:
             continue
-        secs = [r["seconds"] for r in ov[k]]
-        med = statistics.median(secs)
+        cpu = [r["cpu_s"] for r in ov[k]]
+        med_cpu = statistics.median(cpu)
+        med_wall = statistics.median(r["seconds"] for r in ov[k])
         ev_s = statistics.median(r["events_per_s"] for r in ov[k])
-        print(f"| {label} | {', '.join(f'{s:.2f}' for s in secs)} | {med:.2f} | {m(ev_s)} | {100 * (med / base - 1):+.1f}% |")
+        print(f"| {label} | {', '.join(f'{s:.2f}' for s in cpu)} | {med_cpu:.2f} | {100 * (med_cpu / base_cpu - 1):+.1f}% | "
+              f"{med_wall:.2f} | {100 * (med_wall / base_wall - 1):+.1f}% | {m(ev_s)} |")
 rss = one("rss-in-memory")
 if rss:
     r = rss["rss"]

@@ -20,7 +20,7 @@
 #                             worker count: memory store, no checkpoints, `freshet replay`)
 #   BENCH_LOOKUP_SECONDS=S    wrk seconds per lookup run (default 10; also Feast's)
 #   BENCH_PROBES=N            freshness probes per run (default 1000)
-#   BENCH_FRESH_REPEAT=N      freshness runs (default 1)
+#   BENCH_FRESH_REPEAT=N      freshness runs, each on a fresh topic and service (default 3)
 #   BENCH_QUIX_REPEAT=N       Quix Streams runs (default 1: about 2.5 min each for 1M events)
 #   BENCH_FRESH_RATE=R        background events/s of the freshness part (default: half of the
 #                             best median freshet rate of part 1, or 50000 without it)
@@ -46,7 +46,7 @@ WORKERS=${BENCH_WORKERS:-1 2}
 PARTS=${BENCH_PARTS:-throughput breakdown lookups freshness quix feast}
 LOOKUP_S=${BENCH_LOOKUP_SECONDS:-10}
 PROBES=${BENCH_PROBES:-1000}
-FRESH_REPEAT=${BENCH_FRESH_REPEAT:-1}
+FRESH_REPEAT=${BENCH_FRESH_REPEAT:-3}
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
 PEERS_VENV_QUIX=${PEERS_VENV_QUIX:-/tmp/peers-venv-quix}
 PEERS_VENV_FEAST=${PEERS_VENV_FEAST:-/tmp/peers-venv2-feast}
@@ -140,7 +140,7 @@ LINES=$(wc -l <"$INPUT")
 # record PART CASE WORKERS RUN RC OUT: the last JSON line of OUT (or null) as one results record.
 record() {
   python3 - "$@" >>"$RESULTS" <<'EOF'
-import json, sys
+import json, os, sys
 part, case, workers, run, rc, out = sys.argv[1:7]
 result = None
 try:
@@ -151,7 +151,7 @@ try:
 except (OSError, ValueError):
     pass
 print(json.dumps({"part": part, "case": case, "workers": int(workers), "run": int(run), "rc": int(rc),
-                  "result": result}))
+                  "load1": os.getloadavg()[0], "result": result}))
 EOF
 }
 note() { printf '{"part":"%s","case":"%s","note":%s}\n' "$1" "$2" "$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$3")" >>"$RESULTS"; }
@@ -401,31 +401,53 @@ EOF
 if wants freshness; then
   rate=${BENCH_FRESH_RATE:-$(best_freshet rate)}
   fw=${BENCH_FRESH_WORKERS:-$(best_freshet workers)}
-  FTOPIC=bench-fresh-$$
-  fdir=$(topics fresh "$FTOPIC")
-  port=$(free_port)
-  tag=fresh-$$
-  pipe=$(pipeline "$tag" "$FTOPIC" "$port")
-  mapfile -t args < <(run_args "$tag" "$FTOPIC" "$fdir" "$pipe" "$fw")
-  redis-cli -p "$RPORT" flushall >/dev/null
-  "$FRESHET" run "${args[@]}" >/dev/null 2>"$RUN_DIR/fresh-freshet.err" &
-  FPID=$!
-  PIDS+=("$FPID")
-  if http_ok "$port" 60; then
-    for i in $(seq 1 "$FRESH_REPEAT"); do
+  # every run on a fresh topic and a fresh `freshet run`, so that runs do not see each other
+  for i in $(seq 1 "$FRESH_REPEAT"); do
+    FTOPIC=bench-fresh-$$-$i
+    fdir=$(topics "fresh-$i" "$FTOPIC")
+    port=$(free_port)
+    tag=fresh-$i-$$
+    pipe=$(pipeline "$tag" "$FTOPIC" "$port")
+    mapfile -t args < <(run_args "$tag" "$FTOPIC" "$fdir" "$pipe" "$fw")
+    redis-cli -p "$RPORT" flushall >/dev/null
+    "$FRESHET" run "${args[@]}" >/dev/null 2>"$RUN_DIR/fresh-freshet-$i.err" &
+    FPID=$!
+    PIDS+=("$FPID")
+    if http_ok "$port" 60; then
       out=$RUN_DIR/fresh-$i.out
       log "freshness: ${PROBES} probes, background ${rate} events/s, workers ${fw}, run ${i}/${FRESH_REPEAT}"
       rc=0
       timeout 400 "$FRESHNESS" --brokers "$BROKERS" --topic "$FTOPIC" --http "127.0.0.1:$port" \
         --data "$INPUT" --rate "$rate" --probes "$PROBES" --max-s 300 >"$out" 2>"$RUN_DIR/fresh-$i.err" || rc=$?
-      curl -s "http://127.0.0.1:$port/metrics" >"$RUN_DIR/fresh-$i.metrics" || true
       record freshness freshet-freshness "$fw" "$i" "$rc" "$out"
       log "  $(cat "$out")"
-    done
-  else
-    note freshness freshet "not measured: freshet run did not answer /healthz"
-  fi
-  stop_pid "$FPID"
+      # did the service keep up? how many records it had still to read when the probes ended,
+      # and how long it took to read them (at most 120 s)
+      python3 - "$port" "$out" >"$out.drain" <<'EOF' || true
+import json, sys, time, urllib.request
+port, out = sys.argv[1], sys.argv[2]
+r = json.load(open(out))
+sent = r["background_acked"] + r["probes_sent"]
+def read():
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(l.split()[-1]) for l in text.splitlines()
+               if l.split(" ")[0] in ("freshet_pipeline_events_total", "freshet_pipeline_late_total",
+                                      "freshet_pipeline_rejected_total"))
+t0 = time.perf_counter()
+behind = sent - read()
+while read() < sent and time.perf_counter() - t0 < 120:
+    time.sleep(0.1)
+print(json.dumps({"behind_at_end": int(behind), "drain_s": round(time.perf_counter() - t0, 2),
+                  "drained": read() >= sent}))
+EOF
+      record freshness freshet-freshness-drain "$fw" "$i" 0 "$out.drain"
+      log "  $(cat "$out.drain")"
+      curl -s "http://127.0.0.1:$port/metrics" >"$RUN_DIR/fresh-$i.metrics" || true
+    else
+      note freshness freshet "run ${i} not measured: freshet run did not answer /healthz"
+    fi
+    stop_pid "$FPID"
+  done
 fi
 
 # --- 1b. Quix Streams (reads its own 1-partition topic from the same broker) --------------------

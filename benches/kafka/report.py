@@ -72,6 +72,15 @@ def main(path, events):
     workers = sorted({w for (c, w) in runs if c in ("freshet-run", "rdkafka-count")})
     lines = []
     out = lines.append
+    loads = {}
+    for rs in runs.values():
+        for r in rs:
+            if r.get("load1") is not None:
+                loads.setdefault(r["part"], []).append(r["load1"])
+    if loads:
+        out("Load average (1 min) when each record was taken: "
+            + "; ".join(f"{part} {min(v):.1f}-{max(v):.1f}" for part, v in loads.items()) + ".")
+        out("")
 
     # --- 1. throughput
     out(f"## 1. Throughput, Kafka -> Redis ({events:,} events, 4 partitions)")
@@ -147,7 +156,15 @@ def main(path, events):
         out("")
         worst = max(g["ack_to_visible"]["p99_ms"] for g in good)
         out(f"- p99 < 50 ms: median p99 {num(a('p99_ms'))} ms ({verdict(a('p99_ms'), TARGETS['fresh_p99_ms'], False)}), "
-            f"worst run p99 {num(worst)} ms; HTTP polled every {good[0]['poll_interval_us']} us after the ack")
+            f"worst run p99 {num(worst)} ms; per run p50/p99: "
+            + ", ".join(f"{num(g['ack_to_visible']['p50_ms'], 1)}/{num(g['ack_to_visible']['p99_ms'], 1)}" for g in good)
+            + f" ms; a batch lookup of the probes in flight every {good[0]['poll_interval_us']} us")
+        drains = [r["result"] for rs in (v for (c, _), v in runs.items() if c == "freshet-freshness-drain")
+                  for r in rs if r["result"]]
+        if drains:
+            out("- kept up with the background rate: records still unread when the probes ended, per run: "
+                + ", ".join(f"{d['behind_at_end']:,} (read {d['drain_s']} s later)" if d["drained"]
+                            else f"{d['behind_at_end']:,} (not read within {d['drain_s']} s)" for d in drains))
     else:
         out("not measured" + (f" (runs failed: {len(res)})" if res else ""))
     out("")

@@ -1405,6 +1405,12 @@ fn fields_operator(
             &format!("Drift({name})"),
             move |_capability, _info| {
                 let mut monitors = monitors_of(plans, &failure);
+                // each monitor's feature slots, outside the monitors so that ingesting one
+                // borrows nothing else of it
+                let slots: Vec<Vec<usize>> = monitors
+                    .iter()
+                    .map(|m| m.plan.features.iter().map(|f| f.slot).collect())
+                    .collect();
                 let mut t_end: Option<u64> = None;
                 let mut watermark: Option<u64> = None;
                 let mut finished = false;
@@ -1416,12 +1422,12 @@ fn fields_operator(
                             match record {
                                 Record::Event(event) => {
                                     t_end = Some(t_end.map_or(event.ts_ms, |t| t.max(event.ts_ms)));
-                                    for m in &mut monitors {
-                                        let plan = m.plan.clone();
+                                    for (m, slots) in monitors.iter_mut().zip(&slots) {
                                         let value = |i: usize| {
-                                            let slot = plan.features.get(i).map(|f| f.slot);
                                             Some(
-                                                slot.and_then(|s| event.values.get(s))
+                                                slots
+                                                    .get(i)
+                                                    .and_then(|s| event.values.get(*s))
                                                     .unwrap_or(&NULL),
                                             )
                                         };

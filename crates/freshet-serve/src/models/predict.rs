@@ -531,7 +531,11 @@ pub(crate) async fn list(State(state): State<AppState>) -> Response {
             policy: routing.policy,
         })
         .collect();
-    Json(serde_json::json!({ "models": summaries })).into_response()
+    #[derive(Serialize)]
+    struct ModelList<'a> {
+        models: Vec<ModelSummary<'a>>,
+    }
+    Json(ModelList { models: summaries }).into_response()
 }
 
 #[derive(Serialize)]

@@ -101,29 +101,56 @@ struct MetadataTensor<'a> {
     shape: [i64; 2],
 }
 
+/// `$metadata_model_response`, plus `parameters` (an extension): what the `[N, D]` tensor's
+/// columns are, and the traffic state.
+#[derive(Serialize)]
+struct Metadata<'a> {
+    name: &'a str,
+    versions: Vec<String>,
+    platform: &'static str,
+    inputs: [MetadataTensor<'static>; 1],
+    outputs: [MetadataTensor<'static>; 1],
+    parameters: MetadataParameters<'a>,
+}
+
+#[derive(Serialize)]
+struct MetadataParameters<'a> {
+    kind: &'static str,
+    input_names: Vec<&'a str>,
+    latest_version: Option<String>,
+    traffic_policy: freshet_core::serving::TrafficPolicy,
+}
+
 fn metadata(model: &ServedModel, routing: &Routing) -> Response {
-    let d = model.description.inputs.len();
-    let k = model.description.outputs;
     let as_shape = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-    let input_names: Vec<&str> = model
-        .description
-        .inputs
-        .iter()
-        .map(|i| i.name.as_str())
-        .collect();
-    Json(json!({
-        "name": model.name(),
-        "versions": routing.held().iter().map(u64::to_string).collect::<Vec<_>>(),
-        "platform": PLATFORM,
-        "inputs": [MetadataTensor { name: INPUT_NAME, datatype: "FP32", shape: [-1, as_shape(d)] }],
-        "outputs": [MetadataTensor { name: OUTPUT_NAME, datatype: "FP32", shape: [-1, as_shape(k)] }],
-        "parameters": {
-            "kind": model.description.kind.name(),
-            "input_names": input_names,
-            "latest_version": routing.latest_version().map(|v| v.to_string()),
-            "traffic_policy": routing.policy,
+    let d = as_shape(model.description.inputs.len());
+    let k = as_shape(model.description.outputs);
+    Json(Metadata {
+        name: model.name(),
+        versions: routing.held().iter().map(u64::to_string).collect(),
+        platform: PLATFORM,
+        inputs: [MetadataTensor {
+            name: INPUT_NAME,
+            datatype: "FP32",
+            shape: [-1, d],
+        }],
+        outputs: [MetadataTensor {
+            name: OUTPUT_NAME,
+            datatype: "FP32",
+            shape: [-1, k],
+        }],
+        parameters: MetadataParameters {
+            kind: model.description.kind.name(),
+            input_names: model
+                .description
+                .inputs
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect(),
+            latest_version: routing.latest_version().map(|v| v.to_string()),
+            traffic_policy: routing.policy,
         },
-    }))
+    })
     .into_response()
 }
 

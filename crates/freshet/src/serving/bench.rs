@@ -227,6 +227,8 @@ impl Setup {
                 dense_example(rng)
             };
             learner.learn(&[example])?;
+            // `learn` itself publishes every `publish_every` updates: record that version too
+            published.push((learner.name().to_owned(), learner.version()));
             let version = learner.publish()?;
             published.push((learner.name().to_owned(), version));
         }
