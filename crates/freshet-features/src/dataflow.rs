@@ -544,6 +544,29 @@ fn source_operator<'a>(
     )
 }
 
+/// Hands closed windows to the changelog and writes pending vectors to the store (retried;
+/// without limit in a live run).
+fn emit(
+    outputs: &Outputs,
+    view: &str,
+    closed: &mut Vec<ClosedWindow>,
+    writes: &mut Vec<StoreWrite>,
+    forever: bool,
+    failure: &Mutex<Option<RunError>>,
+) {
+    if !closed.is_empty() {
+        PipelineMetrics::add(&outputs.metrics.closed_windows_total, closed.len() as u64);
+        outputs.changelog.write(closed);
+        closed.clear();
+    }
+    if !writes.is_empty() {
+        let batch = std::mem::take(writes);
+        if let Err(e) = write_with_retry(&*outputs.store, view, batch, &outputs.metrics, forever) {
+            fail(failure, RunError::Store(e));
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn window_operator<'a>(
     records: &RecordStream<'a>,
@@ -635,21 +658,14 @@ fn window_operator<'a>(
                                     // a stop every vector is written as of the final head
                                     let all = live.as_ref().is_some_and(|l| l.control.stopping());
                                     state.flush(all, &mut writes);
-                                    if !closed.is_empty() {
-                                        outputs.changelog.write(&closed);
-                                        closed.clear();
-                                    }
-                                    if !writes.is_empty() {
-                                        if let Err(e) = write_with_retry(
-                                            &*outputs.store,
-                                            &name,
-                                            std::mem::take(&mut writes),
-                                            &outputs.metrics,
-                                            forever,
-                                        ) {
-                                            fail(&failure, RunError::Store(e));
-                                        }
-                                    }
+                                    emit(
+                                        &outputs,
+                                        &name,
+                                        &mut closed,
+                                        &mut writes,
+                                        forever,
+                                        &failure,
+                                    );
                                     let Some(live) = &live else { continue };
                                     match state.snapshot() {
                                         Ok(bytes) => live.control.deliver_view(ViewSnapshot {
@@ -706,25 +722,7 @@ fn window_operator<'a>(
                     } else if state.has_dirty() {
                         activator.activate_after(outputs.flush_interval);
                     }
-                    if !closed.is_empty() {
-                        PipelineMetrics::add(
-                            &outputs.metrics.closed_windows_total,
-                            closed.len() as u64,
-                        );
-                        outputs.changelog.write(&closed);
-                        closed.clear();
-                    }
-                    if !writes.is_empty() {
-                        if let Err(e) = write_with_retry(
-                            &*outputs.store,
-                            &name,
-                            std::mem::take(&mut writes),
-                            &outputs.metrics,
-                            forever,
-                        ) {
-                            fail(&failure, RunError::Store(e));
-                        }
-                    }
+                    emit(&outputs, &name, &mut closed, &mut writes, forever, &failure);
                     if let Some(h) = state.head() {
                         outputs
                             .metrics

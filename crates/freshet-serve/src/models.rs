@@ -34,7 +34,6 @@ pub use admin::AdminToken;
 pub(crate) use book::ModelBook;
 pub use book::RECENT_VERSIONS;
 pub(crate) use metrics::{render as render_metrics, ModelTiming};
-pub use v2::{INPUT_NAME as V2_INPUT_NAME, OUTPUT_NAME as V2_OUTPUT_NAME, PLATFORM as V2_PLATFORM};
 
 use crate::error::ApiError;
 use crate::state::AppState;

@@ -31,11 +31,11 @@ use crate::features::MAX_ENTITIES_PER_REQUEST;
 use crate::state::{AppState, HealthStatus};
 
 /// The `platform` of every model in the metadata.
-pub const PLATFORM: &str = "freshet";
+const PLATFORM: &str = "freshet";
 /// The name of the one output tensor.
-pub const OUTPUT_NAME: &str = "score";
+const OUTPUT_NAME: &str = "score";
 /// The name the metadata gives the `[N, D]` input tensor (requests may use any name).
-pub const INPUT_NAME: &str = "input";
+const INPUT_NAME: &str = "input";
 
 /// `GET /v2`: server metadata.
 pub(crate) async fn server_metadata() -> Response {
