@@ -17,7 +17,8 @@
 #   BENCH_WORKERS="1 2"       freshet --workers (and count-consumer threads)
 #   BENCH_PARTS="..."         subset of: throughput breakdown lookups freshness quix feast
 #                             (default: all; breakdown = extra throughput rows at the largest
-#                             worker count: memory store, no checkpoints, `freshet replay`)
+#                             worker count: memory store, no checkpoints, `freshet replay`, and
+#                             the W1+W2 pipeline that Quix runs)
 #   BENCH_LOOKUP_SECONDS=S    wrk seconds per lookup run (default 10; also Feast's)
 #   BENCH_PROBES=N            freshness probes per run (default 1000)
 #   BENCH_FRESH_REPEAT=N      freshness runs, each on a fresh topic and service (default 3)
@@ -185,10 +186,11 @@ EOF
   echo "$dir"
 }
 
-# pipeline TAG TOPIC PORT [memory]: the foundation pipeline on TOPIC with a Redis store (key
-# prefix TAG; the memory store with `memory`) and the HTTP API on PORT; prints its path.
+# pipeline TAG TOPIC PORT [redis|memory] [PIPELINE]: PIPELINE (default: the foundation pipeline)
+# on TOPIC with a Redis store (key prefix TAG; the memory store with `memory`) and the HTTP API
+# on PORT; prints its path.
 pipeline() {
-  local file=$SCRATCH/$1.toml
+  local file=$SCRATCH/$1.toml source=${5:-$ROOT/tests/oracle/foundation.toml}
   {
     printf '[kafka]\nbrokers = "%s"\ngroup_id = "%s"\n\n' "$BROKERS" "$1"
     if [ "${4:-}" = memory ]; then
@@ -197,7 +199,7 @@ pipeline() {
       printf '[store]\nbackend = "redis"\nurl = "%s"\nkey_prefix = "%s"\n\n' "$REDIS_URL" "$1"
     fi
     printf '[serve]\nlisten = "127.0.0.1:%s"\n\n' "$3"
-    grep -v -e '^\[store\]' -e '^backend' "$ROOT/tests/oracle/foundation.toml" \
+    grep -v -e '^\[store\]' -e '^backend' "$source" \
       | sed "s/^event_time = \"ts\"/topic = \"$2\"\nevent_time = \"ts\"/"
   } >"$file"
   echo "$file"
@@ -240,12 +242,14 @@ print(json.dumps({"part": "produce", "case": "freshet-produce", "workers": 1, "r
 fi
 
 # --- 1. throughput ------------------------------------------------------------------------------
-# freshet_case CASE TAG WORKERS RUN STORE EXTRA_ARGS...: one timed `freshet run` on $TOPIC.
+# freshet_case CASE TAG WORKERS RUN STORE PIPELINE EXTRA_ARGS...: one timed `freshet run` on
+# $TOPIC (STORE: redis or memory; PIPELINE: a pipeline file, `-` for the foundation pipeline).
 freshet_case() {
-  local case=$1 tag=$2 w=$3 i=$4 store=$5 port pipe out rc
-  shift 5
+  local case=$1 tag=$2 w=$3 i=$4 store=$5 source=$6 port pipe out rc
+  shift 6
+  [ "$source" = - ] && source=""
   port=$(free_port)
-  pipe=$(pipeline "$tag" "$TOPIC" "$port" "$store")
+  pipe=$(pipeline "$tag" "$TOPIC" "$port" "$store" "$source")
   mapfile -t args < <(run_args "$tag" "$TOPIC" "$TOPICS_DIR" "$pipe" "$w")
   redis-cli -p "$RPORT" flushall >/dev/null
   out=$RUN_DIR/$case-w$w-$i.out
@@ -261,11 +265,13 @@ freshet_case() {
 if wants throughput; then
   for i in $(seq 1 "$REPEAT"); do
     if wants breakdown; then
-      # where the time goes, at the largest worker count: no Redis, no checkpoints, no Kafka
+      # where the time goes, at the largest worker count: no Redis, no checkpoints, no Kafka;
+      # and Quix's workload (W1+W2) for a like-for-like comparison with it
       bw=${WORKERS##* }
-      freshet_case freshet-run-memory-store "mem-w$bw-$i-$$" "$bw" "$i" memory
-      freshet_case freshet-run-no-checkpoints "nockpt-w$bw-$i-$$" "$bw" "$i" redis \
+      freshet_case freshet-run-memory-store "mem-w$bw-$i-$$" "$bw" "$i" memory -
+      freshet_case freshet-run-no-checkpoints "nockpt-w$bw-$i-$$" "$bw" "$i" redis - \
         --checkpoint-interval 1000h
+      freshet_case freshet-run-w1w2 "w1w2-w$bw-$i-$$" "$bw" "$i" redis "$ROOT/benches/pipelines/w1w2.toml"
       out=$RUN_DIR/freshet-replay-w$bw-$i.out
       log "freshet replay (file, memory store) --workers ${bw}, run ${i}/${REPEAT}"
       rm -rf "$SCRATCH/replay-out"
@@ -283,7 +289,7 @@ if wants throughput; then
       record throughput rdkafka-count "$w" "$i" "$rc" "$out"
     done
     for w in $WORKERS; do
-      freshet_case freshet-run "thr-w$w-$i-$$" "$w" "$i" redis
+      freshet_case freshet-run "thr-w$w-$i-$$" "$w" "$i" redis -
     done
   done
 fi

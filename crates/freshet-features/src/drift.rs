@@ -48,7 +48,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Exchange as _;
 
 use crate::dataflow::{fail, Record, RecordStream, RunError};
-use crate::plan::{SourcePlan, ViewPlan};
+use crate::plan::{Group, Output, SourcePlan, ViewPlan};
 use crate::window::{ClosedWindow, ViewState};
 
 /// The `format` field of a reference snapshot file.
@@ -1599,7 +1599,7 @@ pub fn drift_stream_operator(
 /// (`hopping == false`), or hopping/tumbling groups (`hopping == true`). `None` when nothing
 /// monitored is of that shape.
 fn reduced_view(view: &ViewPlan, positions: &[usize], hopping: bool) -> Option<ViewPlan> {
-    let keep = |groups: &[crate::plan::Group]| -> Vec<crate::plan::Group> {
+    let keep = |groups: &[Group]| -> Vec<Group> {
         groups
             .iter()
             .filter_map(|g| {
@@ -1609,10 +1609,7 @@ fn reduced_view(view: &ViewPlan, positions: &[usize], hopping: bool) -> Option<V
                     .filter(|(p, _)| positions.contains(p))
                     .copied()
                     .collect();
-                (!outputs.is_empty()).then(|| crate::plan::Group {
-                    outputs,
-                    ..g.clone()
-                })
+                (!outputs.is_empty()).then(|| prune_group(g, outputs))
             })
             .collect()
     };
@@ -1639,6 +1636,63 @@ fn reduced_view(view: &ViewPlan, positions: &[usize], hopping: bool) -> Option<V
     let empty =
         reduced.continuous.is_empty() && reduced.hopping.is_empty() && reduced.last.is_empty();
     (!empty).then_some(reduced)
+}
+
+/// `group` with only `outputs`, and only the accumulators and fields they read (the window
+/// operator's group may hold sketches and distinct counts for features nobody monitors).
+fn prune_group(group: &Group, outputs: Vec<(usize, Output)>) -> Group {
+    let acc_of = |o: &Output| match *o {
+        Output::Count => None,
+        Output::Sum(a)
+        | Output::Mean(a)
+        | Output::Stddev(a)
+        | Output::Min(a)
+        | Output::Max(a)
+        | Output::Quantile(a, _)
+        | Output::CountDistinct(a)
+        | Output::ApproxCountDistinct(a) => Some(a),
+    };
+    let mut accs: Vec<usize> = outputs.iter().filter_map(|(_, o)| acc_of(o)).collect();
+    accs.sort_unstable();
+    accs.dedup();
+    let mut fields: Vec<usize> = accs
+        .iter()
+        .filter_map(|&a| group.accs.get(a).map(|(_, f)| *f))
+        .collect();
+    fields.sort_unstable();
+    fields.dedup();
+    let new_field = |f: usize| fields.iter().position(|&x| x == f).unwrap_or(0);
+    let new_acc = |a: usize| accs.iter().position(|&x| x == a).unwrap_or(0);
+    let outputs = outputs
+        .into_iter()
+        .map(|(p, o)| {
+            let o = match o {
+                Output::Count => Output::Count,
+                Output::Sum(a) => Output::Sum(new_acc(a)),
+                Output::Mean(a) => Output::Mean(new_acc(a)),
+                Output::Stddev(a) => Output::Stddev(new_acc(a)),
+                Output::Min(a) => Output::Min(new_acc(a)),
+                Output::Max(a) => Output::Max(new_acc(a)),
+                Output::Quantile(a, q) => Output::Quantile(new_acc(a), q),
+                Output::CountDistinct(a) => Output::CountDistinct(new_acc(a)),
+                Output::ApproxCountDistinct(a) => Output::ApproxCountDistinct(new_acc(a)),
+            };
+            (p, o)
+        })
+        .collect();
+    Group {
+        length_ms: group.length_ms,
+        slide_ms: group.slide_ms,
+        accs: accs
+            .iter()
+            .filter_map(|&a| group.accs.get(a).map(|(k, f)| (*k, new_field(*f))))
+            .collect(),
+        fields: fields
+            .iter()
+            .filter_map(|&f| group.fields.get(f).copied())
+            .collect(),
+        outputs,
+    }
 }
 
 fn scalar_of(value: &FeatureValue) -> Scalar {
