@@ -95,6 +95,14 @@ impl<K: Hash + Eq + Clone> LabelJoin<K> {
     /// Expires every example logged before `watermark_ms - max_delay`; with
     /// `unlabeled = "negative"` they come back labelled 0, otherwise they are dropped.
     pub fn expire(&mut self, watermark_ms: u64) -> Vec<Example> {
+        self.expire_timed(watermark_ms)
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect()
+    }
+
+    /// [`LabelJoin::expire`], each example with the event time it was logged at.
+    pub fn expire_timed(&mut self, watermark_ms: u64) -> Vec<(u64, Example)> {
         let horizon = watermark_ms.saturating_sub(self.max_delay_ms);
         let mut out = Vec::new();
         while let Some(entry) = self.by_time.first_entry() {
@@ -110,11 +118,16 @@ impl<K: Hash + Eq + Clone> LabelJoin<K> {
             if let Some((_, values)) = self.waiting.remove(&key) {
                 self.expired += 1;
                 if self.unlabeled == Unlabeled::Negative {
-                    out.push(Example { values, label: 0.0 });
+                    out.push((ts, Example { values, label: 0.0 }));
                 }
             }
         }
         out
+    }
+
+    /// How long an example waits for its label, in event time.
+    pub fn max_delay_ms(&self) -> u64 {
+        self.max_delay_ms
     }
 
     /// Examples waiting now.

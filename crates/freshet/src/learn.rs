@@ -11,6 +11,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::model_drift::{ModelDrift, ModelStreams};
 use anyhow::Context;
 use freshet_core::event::Scalar;
 use freshet_core::model::ModelSpec;
@@ -96,6 +97,16 @@ impl ModelRunner {
     /// `checkpoints`, each model resumes from its checkpoint there, checkpoints every
     /// `checkpoint_every` updates and once more at the end.
     pub fn start(spec: &PipelineSpec, checkpoints: Option<&Path>) -> anyhow::Result<Self> {
+        Self::start_with_drift(spec, checkpoints, None)
+    }
+
+    /// [`ModelRunner::start`], with the drift monitors that read each model's score and error
+    /// streams running in its learner thread ([`crate::model_drift`]), delivering to `streams`.
+    pub fn start_with_drift(
+        spec: &PipelineSpec,
+        checkpoints: Option<&Path>,
+        streams: Option<&ModelStreams>,
+    ) -> anyhow::Result<Self> {
         let mut channels = HashMap::new();
         let mut threads = Vec::new();
         let summaries: Summaries = Arc::default();
@@ -109,12 +120,16 @@ impl ModelRunner {
             let learner = Learner::resume(&m, m.features.clone(), options)
                 .with_context(|| format!("model `{}`", m.name))?;
             registries.insert(m.name.clone(), learner.registry());
+            let drift = match streams {
+                Some(s) => ModelDrift::for_model(spec, &m.name, s)?,
+                None => None,
+            };
             let (tx, rx) = sync_channel(CHANNEL_BATCHES);
             let name = m.name.clone();
             let board = summaries.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("learn-{name}"))
-                .spawn(move || learn(m, learner, rx, &board))?;
+                .spawn(move || learn(m, learner, rx, &board, drift))?;
             channels.insert(
                 name.clone(),
                 Channel {
@@ -143,6 +158,18 @@ impl ModelRunner {
 
     /// Waits for every learner and writes `models.jsonl` (one line per model) to `path`.
     pub fn finish(&self, path: &Path) -> anyhow::Result<Vec<ModelReport>> {
+        let reports = self.join()?;
+        let mut text = String::new();
+        for r in &reports {
+            text.push_str(&serde_json::to_string(&r.summary)?);
+            text.push('\n');
+        }
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(reports)
+    }
+
+    /// Waits for every learner (end of input) and returns their reports.
+    pub fn join(&self) -> anyhow::Result<Vec<ModelReport>> {
         for channel in self.channels.values() {
             channel.close();
         }
@@ -159,12 +186,6 @@ impl ModelRunner {
                 .map_err(|_| anyhow::anyhow!("the learner of model `{name}` panicked"))??;
             reports.push(report);
         }
-        let mut text = String::new();
-        for r in &reports {
-            text.push_str(&serde_json::to_string(&r.summary)?);
-            text.push('\n');
-        }
-        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(reports)
     }
 }
@@ -226,14 +247,29 @@ fn key_text(s: &Scalar) -> Option<String> {
     }
 }
 
-/// Scores then learns `ready` (prequential); returns the examples rejected for their label.
-fn step(learner: &mut Learner, ready: &mut Vec<Example>, model: &str) -> anyhow::Result<u64> {
+/// Scores then learns `ready` (prequential), handing the scores to the model's drift monitors;
+/// returns the examples rejected for their label.
+fn step(
+    learner: &mut Learner,
+    ready: &mut Vec<Example>,
+    model: &str,
+    drift: Option<&mut ModelDrift>,
+) -> anyhow::Result<u64> {
     if ready.is_empty() {
         return Ok(0);
     }
-    let report = learner
-        .prequential(ready)
-        .with_context(|| format!("model `{model}`"))?;
+    let report = match drift {
+        Some(d) => {
+            let report = learner.prequential_outcomes(ready, d.outcome_buffer());
+            let report = report.with_context(|| format!("model `{model}`"))?;
+            d.scored()
+                .with_context(|| format!("model `{model}`: drift"))?;
+            report
+        }
+        None => learner
+            .prequential(ready)
+            .with_context(|| format!("model `{model}`"))?,
+    };
     ready.clear();
     Ok(report.rejected as u64)
 }
@@ -243,8 +279,10 @@ fn learn(
     mut learner: Learner,
     rx: Receiver<Vec<Item>>,
     board: &Summaries,
+    mut drift: Option<ModelDrift>,
 ) -> anyhow::Result<ModelReport> {
     let mut join: LabelJoin<String> = LabelJoin::from_spec(&spec.label);
+    let max_delay = join.max_delay_ms();
     let delayed = spec.label.source.is_some();
     let mut ready: Vec<Example> = Vec::new();
     let mut rejected = 0u64;
@@ -252,6 +290,9 @@ fn learn(
         for item in batch {
             match item {
                 Item::Row(row) => {
+                    if let Some(d) = drift.as_mut() {
+                        d.saw(row.ts_ms);
+                    }
                     let values: Vec<Value> = row.values.iter().map(value).collect();
                     if delayed {
                         if let Some(key) = key_text(&row.key) {
@@ -259,12 +300,18 @@ fn learn(
                         }
                     } else if let Some(label) = row.label.as_ref().and_then(label_value) {
                         ready.push(Example { values, label });
+                        if let Some(d) = drift.as_mut() {
+                            d.queued(row.ts_ms);
+                        }
                     } else {
                         rejected += 1;
                     }
                 }
                 Item::Label(l) => {
-                    ready.extend(join.expire(l.ts_ms));
+                    expire(&mut join, l.ts_ms, max_delay, &mut ready, drift.as_mut());
+                    if let Some(d) = drift.as_mut() {
+                        d.saw(l.ts_ms);
+                    }
                     let (Some(key), Some(label)) = (key_text(&l.key), label_value(&l.label)) else {
                         rejected += 1;
                         continue;
@@ -272,19 +319,31 @@ fn learn(
                     if let JoinOutcome::Joined(mut example) = join.label(&key, label) {
                         example.label = label;
                         ready.push(example);
+                        if let Some(d) = drift.as_mut() {
+                            d.queued(l.ts_ms);
+                        }
                     }
                 }
-                Item::Watermark(w) => ready.extend(join.expire(w)),
+                Item::Watermark(w) => {
+                    expire(&mut join, w, max_delay, &mut ready, drift.as_mut());
+                    if let Some(d) = drift.as_mut() {
+                        d.watermark(w, ready.is_empty())?;
+                    }
+                }
             }
             if ready.len() >= spec.batch_size.max(1) * 16 {
-                rejected += step(&mut learner, &mut ready, &spec.name)?;
+                rejected += step(&mut learner, &mut ready, &spec.name, drift.as_mut())?;
             }
         }
         if let Ok(mut b) = board.lock() {
             b.insert(spec.name.clone(), learner.summary());
         }
     }
-    rejected += step(&mut learner, &mut ready, &spec.name)?;
+    rejected += step(&mut learner, &mut ready, &spec.name, drift.as_mut())?;
+    if let Some(d) = drift.as_mut() {
+        d.finish()
+            .with_context(|| format!("model `{}`: drift", spec.name))?;
+    }
     learner
         .publish()
         .with_context(|| format!("model `{}`", spec.name))?;
@@ -303,6 +362,23 @@ fn learn(
         expired: join.expired,
         rejected,
     })
+}
+
+/// Moves the examples that expire by `watermark_ms` to `ready` (each with its outcome time, the
+/// instant it expired, for the drift monitors).
+fn expire(
+    join: &mut LabelJoin<String>,
+    watermark_ms: u64,
+    max_delay_ms: u64,
+    ready: &mut Vec<Example>,
+    mut drift: Option<&mut ModelDrift>,
+) {
+    for (ts, example) in join.expire_timed(watermark_ms) {
+        ready.push(example);
+        if let Some(d) = drift.as_deref_mut() {
+            d.queued(ts.saturating_add(max_delay_ms));
+        }
+    }
 }
 
 /// `freshet models ...`: the checkpoints in a models directory.

@@ -181,13 +181,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         });
     }
 
+    // drift alerts: the board, the alert topics, webhooks
+    let delivery =
+        crate::drift::AlertDelivery::start_live(&spec, Arc::new(BoardDrift { board }), &producer)?;
+
     // dataflow
     let control = Arc::new(Control::new());
     let outputs = Outputs {
         store,
         changelog,
         dead_letters,
-        drift: Arc::new(BoardDrift { board }),
+        drift: delivery.sink(),
         models: Arc::new(freshet_features::DiscardModels),
         metrics: metrics.clone(),
         flush_interval: LIVE_FLUSH_INTERVAL,
@@ -231,6 +235,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     if let Err(e) = producer.finish(Duration::from_secs(30)) {
         tracing::warn!(error = %e, "changelog records after the last checkpoint not delivered");
     }
+    finish_alerts(&delivery);
     let _ = shutdown_tx.send(());
     let _ = runtime.block_on(server);
     result?;
@@ -283,6 +288,17 @@ fn add_schema_checks(
         tracing::info!(source = %plan.name, topic, fields = plan.schema.checks.len(), "checking the topic schema");
     }
     Ok(())
+}
+
+/// Drains the alert webhooks and reports alert deliveries that failed.
+fn finish_alerts(delivery: &crate::drift::AlertDelivery) {
+    for webhook in delivery.finish() {
+        tracing::info!(%webhook, "drift webhook");
+    }
+    let failed = delivery.kafka_failed();
+    if failed > 0 {
+        tracing::warn!(failed, "drift alerts not produced to their alert topic");
+    }
 }
 
 /// Keeps the board `/v1/drift` serves and logs each alert transition.
