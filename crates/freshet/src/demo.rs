@@ -1,10 +1,10 @@
 //! `freshet demo`: the pipeline of `deploy/pipelines/foundation.toml` plus a drift monitor
-//! ([`DEMO_DRIFT`]) on generated card transactions (zipf-distributed cards and merchants, 5 % out
-//! of order by up to 3 s so some are late, a few malformed records, and a shift of amounts and
-//! countries during the middle third of a `--duration` run, or from `--shift-at` to
-//! `--shift-back-at`), with the embedded store, the HTTP
-//! API on 127.0.0.1, live progress, a few feature vectors and drift alerts as they fire and
-//! clear.
+//! ([`DEMO_DRIFT`]), a fraud model ([`DEMO_MODEL`]) and ADWIN on its error ([`DEMO_MODEL_DRIFT`]),
+//! on generated card transactions (zipf-distributed cards and merchants, 5 % out of order by up
+//! to 3 s so some are late, a few malformed records, and a shift of amounts and countries during
+//! the middle third of a `--duration` run, or from `--shift-at` to `--shift-back-at`), with the
+//! embedded store, the HTTP API on 127.0.0.1, live progress, a few feature vectors and drift
+//! alerts as they fire and clear.
 
 use std::collections::HashMap;
 use std::io;
@@ -40,6 +40,19 @@ reference = { kind = "first", duration = "2m" }
 window = "30s"
 methods = ["psi", "ks", "jensen_shannon", "wasserstein", "chi_square"]
 alert = { psi = 0.2, ks_p = 0.001, chi_square_p = 0.001, fire_after = 2, clear_after = 3 }
+"#;
+
+/// A monitor of the demo's fraud model: ADWIN on its prequential error (`model.fraud.error`,
+/// docs/drift.md), which fires when the error rate changes — as the model learns at the start,
+/// and when the generator's shift changes what fraud looks like.
+const DEMO_MODEL_DRIFT: &str = r#"
+[[drift]]
+name = "fraud_model"
+features = ["model.fraud.error"]
+reference = { kind = "first", duration = "2m" }
+window = "30s"
+methods = ["adwin"]
+alert = { clear_after = 3 }
 "#;
 
 /// The foundation acceptance example; the demo appends [`DEMO_DRIFT`] to it.
@@ -245,7 +258,14 @@ impl DriftSink for DemoDrift {
 
     fn alert(&self, alert: &DriftAlert) {
         self.board.record_alert(alert);
-        let comparison = if alert.measure.fires_above() {
+        let comparison = if alert.measure.is_detector() {
+            format!(
+                "{} detection: {:+.4} (parameter {})",
+                alert.measure.name(),
+                alert.value,
+                alert.threshold
+            )
+        } else if alert.measure.fires_above() {
             format!(
                 "{} = {:.4} (threshold {})",
                 alert.measure.name(),
@@ -273,10 +293,23 @@ impl DriftSink for DemoDrift {
 
 /// Runs `freshet demo`.
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
-    let pipeline = format!("{FOUNDATION_PIPELINE}{DEMO_DRIFT}{DEMO_MODEL}");
+    let pipeline = format!("{FOUNDATION_PIPELINE}{DEMO_DRIFT}{DEMO_MODEL}{DEMO_MODEL_DRIFT}");
     let spec = PipelineSpec::from_toml(&pipeline, Path::new("<demo pipeline>"))?;
     let board = Arc::new(DriftBoard::new(&spec));
-    let models = Arc::new(crate::learn::ModelRunner::start(&spec, None)?);
+    let drift = Arc::new(DemoDrift {
+        board: board.clone(),
+        started: Instant::now(),
+    });
+    let streams = crate::model_drift::ModelStreams {
+        sink: drift.clone(),
+        base: std::path::PathBuf::from("."),
+        whole_input: false,
+    };
+    let models = Arc::new(crate::learn::ModelRunner::start_with_drift(
+        &spec,
+        None,
+        Some(&streams),
+    )?);
     let summaries = models.summaries();
     let store: Arc<dyn OnlineStore> = Arc::new(freshet_store::MemoryStore::new());
     let metrics = Arc::new(PipelineMetrics::new());
@@ -355,10 +388,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         store: store.clone(),
         changelog: sink.clone(),
         dead_letters: sink.clone(),
-        drift: Arc::new(DemoDrift {
-            board: board.clone(),
-            started: Instant::now(),
-        }),
+        drift,
         models: models.clone(),
         metrics: metrics.clone(),
         flush_interval: Duration::from_millis(100),

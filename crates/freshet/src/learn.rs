@@ -95,13 +95,10 @@ pub struct ModelRunner {
 impl ModelRunner {
     /// Starts a learner thread for every model of `spec` (features already expanded). With
     /// `checkpoints`, each model resumes from its checkpoint there, checkpoints every
-    /// `checkpoint_every` updates and once more at the end.
-    pub fn start(spec: &PipelineSpec, checkpoints: Option<&Path>) -> anyhow::Result<Self> {
-        Self::start_with_drift(spec, checkpoints, None)
-    }
-
-    /// [`ModelRunner::start`], with the drift monitors that read each model's score and error
-    /// streams running in its learner thread ([`crate::model_drift`]), delivering to `streams`.
+    /// `checkpoint_every` updates and once more at the end. With `streams`, the drift monitors
+    /// that read a model's score and error streams run in its learner thread
+    /// ([`crate::model_drift`]) and deliver there; every caller that runs a pipeline's monitors
+    /// should pass them.
     pub fn start_with_drift(
         spec: &PipelineSpec,
         checkpoints: Option<&Path>,

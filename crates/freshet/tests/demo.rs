@@ -59,6 +59,11 @@ fn demo_alert_fires_after_the_shift_and_clears_after_the_shift_back() {
         .filter(|l| l.contains("DRIFT ALERT CLEARED: card_drift"))
         .collect();
     assert!(!firing.is_empty(), "no alert fired:\n{stdout}");
+    // the fraud model's error is monitored too (ADWIN, in its learner thread)
+    assert!(
+        find("drift fraud_model: reference of model.fraud.error ready").is_some(),
+        "{stdout}"
+    );
     // every alert fires after the shift (two shifted windows: about 6 s) and clears after the
     // shift back (three calm windows: about 9 s more)
     for f in &firing {
