@@ -18,9 +18,11 @@
 //!   closed window. A second drift operator on worker 0 monitors that stream like event fields.
 //!   Values are released in event-time order once the watermark passes, so they do not depend
 //!   on the number of workers either.
-//! - **Other streams**: [`drift_stream_operator`] monitors any stream of [`DriftRecord`]s, so a
-//!   producer of another numeric stream (a model's scores or errors, `model.fraud.score`) feeds
-//!   values by feature index into parts with [`DriftInput::Stream`].
+//! - **Other streams**: [`drift_stream_operator`] monitors any stream of [`DriftRecord`]s inside
+//!   the dataflow, and [`StreamMonitors`] does the same outside it (push values, advance a
+//!   watermark, finish), for parts with [`DriftInput::Stream`] from [`stream_plans`]. A model's
+//!   scores and errors (`model.NAME.score`, `model.NAME.error`, parts from [`model_plans`]) are
+//!   monitored that way in the model's learner thread (the `freshet` binary's `model_drift`).
 //!
 //! Order: detectors see each feature's values sorted by (event time, value) once the watermark
 //! has passed them, so River-style detection indices are reproducible. Window profiles are fed
