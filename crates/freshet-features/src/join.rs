@@ -93,6 +93,8 @@ pub(crate) fn delayed_join<'a>(
     tally: Arc<JoinTally>,
 ) -> Stream<'a, Vec<Ready>> {
     let d = max_delay_ms;
+    // the log and the labels leave at `+ d + 3`; the expiry marker enters at `+ d + 2`
+    let (expires, leaves) = (d.saturating_add(2), d.saturating_add(3));
     let name = model.to_owned();
     let log: Collection<'a, (String, Logged)> =
         updates(&inputs, &format!("FeatureLog({model})"), {
@@ -105,8 +107,8 @@ pub(crate) fn delayed_join<'a>(
                     }
                     if let (Some(key), Some(logged)) = (join_key(&r.key), Logged::new(r)) {
                         let e = r.ts_ms;
-                        out.push(((key.clone(), logged.clone()), e + 1, 1));
-                        out.push(((key, logged), e.saturating_add(d + 3), -1));
+                        out.push(((key.clone(), logged.clone()), e.saturating_add(1), 1));
+                        out.push(((key, logged), e.saturating_add(leaves), -1));
                     }
                 } else if let ModelInput::Label(l) = item {
                     tally.saw(l.ts_ms, true);
@@ -124,8 +126,8 @@ pub(crate) fn delayed_join<'a>(
                     ts_ms: l.ts_ms,
                     value,
                 };
-                out.push(((key.clone(), label.clone()), l.ts_ms + 1, 1));
-                out.push(((key, label), l.ts_ms.saturating_add(d + 3), -1));
+                out.push(((key.clone(), label.clone()), l.ts_ms.saturating_add(1), 1));
+                out.push(((key, label), l.ts_ms.saturating_add(leaves), -1));
             }
         });
     let expiring: Collection<'a, ((String, Logged), Entry)> =
@@ -139,8 +141,8 @@ pub(crate) fn delayed_join<'a>(
                 if let (Some(key), Some(logged)) = (join_key(&r.key), Logged::new(r)) {
                     let e = r.ts_ms;
                     let marker = ((key, logged), Entry::Expiring);
-                    out.push((marker.clone(), e.saturating_add(d + 2), 1));
-                    out.push((marker, e.saturating_add(d + 3), -1));
+                    out.push((marker.clone(), e.saturating_add(expires), 1));
+                    out.push((marker, e.saturating_add(leaves), -1));
                 }
             }
         });
