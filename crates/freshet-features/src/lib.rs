@@ -13,6 +13,7 @@ mod agg;
 pub mod checkpoint;
 mod dataflow;
 pub mod drift;
+mod join;
 pub mod model;
 pub mod plan;
 pub mod sketch;
@@ -24,4 +25,4 @@ pub use dataflow::{
     RunError, RunStats, DEFAULT_FLUSH_INTERVAL, READ_BATCH_RECORDS,
 };
 pub use drift::{DiscardDrift, DriftSink};
-pub use model::{DiscardModels, ModelSink};
+pub use model::{DiscardModels, JoinCounts, ModelSink};

@@ -1,6 +1,7 @@
 //! Online models in `freshet replay`: one learner thread per `[[model]]`, fed by the dataflow's
-//! model operator (examples and labels in event-time order), joining delayed labels
-//! ([`LabelJoin`]), learning prequentially (predict, then learn) and writing `models.jsonl`.
+//! model operator with labelled examples in event-time order (delayed labels are joined in the
+//! dataflow, see `freshet_features::model`), learning prequentially (predict, then learn) and
+//! writing `models.jsonl`.
 //!
 //! The sink batches what the dataflow hands it and sends the batches over a bounded channel,
 //! so the learner runs beside the timely workers and slows them down only when it falls behind.
@@ -15,11 +16,9 @@ use anyhow::Context;
 use freshet_core::event::Scalar;
 use freshet_core::model::ModelSpec;
 use freshet_core::spec::PipelineSpec;
-use freshet_features::model::{LabelRow, ModelRow};
-use freshet_features::ModelSink;
-use freshet_learn::{
-    Example, JoinOutcome, LabelJoin, Learner, LearnerOptions, ModelSummary, Value,
-};
+use freshet_features::model::ModelRow;
+use freshet_features::{JoinCounts, ModelSink};
+use freshet_learn::{Example, Learner, LearnerOptions, ModelSummary, Value};
 
 /// Items sent to a learner thread in one message.
 const BATCH_ITEMS: usize = 1024;
@@ -28,8 +27,7 @@ const CHANNEL_BATCHES: usize = 64;
 
 enum Item {
     Row(ModelRow),
-    Label(LabelRow),
-    Watermark(u64),
+    Joins(JoinCounts),
 }
 
 /// Items waiting to be sent, and the sender (`None` once closed).
@@ -70,12 +68,14 @@ impl Channel {
 pub struct ModelReport {
     /// The models.jsonl line.
     pub summary: ModelSummary,
-    /// Labels joined to an example, labels without one, examples expired unlabelled.
+    /// Labels joined to an example (delayed labels).
     pub joined: u64,
-    /// Labels with no waiting example.
+    /// Labels that labelled no example: late (after `max_delay`), unknown key, or duplicate.
     pub unmatched: u64,
     /// Examples whose label did not come within `max_delay`.
     pub expired: u64,
+    /// Examples still waiting for their label when the input ended.
+    pub pending: u64,
     /// Examples skipped for an unusable label.
     pub rejected: u64,
 }
@@ -176,15 +176,9 @@ impl ModelSink for ModelRunner {
         }
     }
 
-    fn label(&self, model: &str, label: LabelRow) {
+    fn joins(&self, model: &str, counts: JoinCounts) {
         if let Some(c) = self.channels.get(model) {
-            c.push(Item::Label(label), false);
-        }
-    }
-
-    fn watermark(&self, model: &str, watermark_ms: u64) {
-        if let Some(c) = self.channels.get(model) {
-            c.push(Item::Watermark(watermark_ms), false);
+            c.push(Item::Joins(counts), false);
         }
     }
 
@@ -215,17 +209,6 @@ fn label_value(s: &Scalar) -> Option<f32> {
     }
 }
 
-/// The join key's text: the same value read from either source gives the same key.
-fn key_text(s: &Scalar) -> Option<String> {
-    match s {
-        Scalar::Null => None,
-        Scalar::Num(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => Some(format!("{}", *n as i64)),
-        Scalar::Num(n) => Some(n.to_string()),
-        Scalar::Bool(b) => Some(b.to_string()),
-        Scalar::Str(s) => Some(s.to_string()),
-    }
-}
-
 /// Scores then learns `ready` (prequential); returns the examples rejected for their label.
 fn step(learner: &mut Learner, ready: &mut Vec<Example>, model: &str) -> anyhow::Result<u64> {
     if ready.is_empty() {
@@ -244,37 +227,20 @@ fn learn(
     rx: Receiver<Vec<Item>>,
     board: &Summaries,
 ) -> anyhow::Result<ModelReport> {
-    let mut join: LabelJoin<String> = LabelJoin::from_spec(&spec.label);
-    let delayed = spec.label.source.is_some();
+    let mut joins = JoinCounts::default();
     let mut ready: Vec<Example> = Vec::new();
     let mut rejected = 0u64;
     for batch in rx {
         for item in batch {
             match item {
-                Item::Row(row) => {
-                    let values: Vec<Value> = row.values.iter().map(value).collect();
-                    if delayed {
-                        if let Some(key) = key_text(&row.key) {
-                            join.log(key, row.ts_ms, values);
-                        }
-                    } else if let Some(label) = row.label.as_ref().and_then(label_value) {
-                        ready.push(Example { values, label });
-                    } else {
-                        rejected += 1;
-                    }
-                }
-                Item::Label(l) => {
-                    ready.extend(join.expire(l.ts_ms));
-                    let (Some(key), Some(label)) = (key_text(&l.key), label_value(&l.label)) else {
-                        rejected += 1;
-                        continue;
-                    };
-                    if let JoinOutcome::Joined(mut example) = join.label(&key, label) {
-                        example.label = label;
-                        ready.push(example);
-                    }
-                }
-                Item::Watermark(w) => ready.extend(join.expire(w)),
+                Item::Row(row) => match row.label.as_ref().and_then(label_value) {
+                    Some(label) => ready.push(Example {
+                        values: row.values.iter().map(value).collect(),
+                        label,
+                    }),
+                    None => rejected += 1,
+                },
+                Item::Joins(counts) => joins = counts,
             }
             if ready.len() >= spec.batch_size.max(1) * 16 {
                 rejected += step(&mut learner, &mut ready, &spec.name)?;
@@ -298,9 +264,10 @@ fn learn(
     }
     Ok(ModelReport {
         summary: learner.summary(),
-        joined: join.joined,
-        unmatched: join.unmatched,
-        expired: join.expired,
+        joined: joins.joined,
+        unmatched: joins.unmatched,
+        expired: joins.expired,
+        pending: joins.pending,
         rejected,
     })
 }

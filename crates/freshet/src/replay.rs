@@ -161,6 +161,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
                 json!({"model": r.summary.model, "examples": r.summary.cumulative.examples,
                     "accuracy": r.summary.cumulative.accuracy, "labels_joined": r.joined,
                     "labels_unmatched": r.unmatched, "expired_unlabelled": r.expired,
+                    "pending_at_end": r.pending,
                     "rejected": r.rejected})
             })
             .collect();

@@ -149,9 +149,47 @@ device = "cpu"
     // gen.py labels every transaction within its max delay: every label joins
     assert_eq!(summary["models"][0]["labels_joined"], labels);
     assert_eq!(summary["models"][0]["labels_unmatched"], 0);
+    assert_eq!(summary["models"][0]["expired_unlabelled"], 0);
+    assert_eq!(summary["models"][0]["pending_at_end"], 0);
     assert_eq!(m["examples"], labels);
     assert!(m["accuracy"].as_f64().expect("accuracy") > 0.5);
     assert!(m["auc"].as_f64().is_some());
+    // the join pairs the same examples and labels with three workers (the served feature
+    // values themselves follow each worker's head, so the metrics may differ slightly)
+    let out3 = dir.path().join("out3");
+    let mut args = vec![
+        "replay".to_owned(),
+        "--pipeline".to_owned(),
+        pipeline.display().to_string(),
+        "--out".to_owned(),
+        out3.display().to_string(),
+        "--workers".to_owned(),
+        "3".to_owned(),
+    ];
+    for i in &inputs {
+        args.extend(["--input".to_owned(), i.clone()]);
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = freshet(&argv);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let three: Value =
+        serde_json::from_str(stdout.lines().last().expect("summary")).expect("summary json");
+    for field in [
+        "examples",
+        "labels_joined",
+        "labels_unmatched",
+        "expired_unlabelled",
+    ] {
+        assert_eq!(
+            three["models"][0][field], summary["models"][0][field],
+            "{field}"
+        );
+    }
 }
 
 #[test]
