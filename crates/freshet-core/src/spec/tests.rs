@@ -327,7 +327,7 @@ fn serving_errors_name_the_line_and_what_was_expected() {
     let err = serving("name = \"f\"\nmodel = \"fraud\"\nrequest_topic = \"a\"\nresponse_topic = \"b\"\nretries = 3\n")
         .expect_err("unknown key");
     assert!(err.message.contains("unknown field `retries`"), "{err}");
-    assert_eq!(err.line, line_of_table + 4, "{err}");
+    assert_eq!(err.line, line_of_table + 5, "{err}");
     let err = parse("[[serving]]\nname = \"f\"\nkind = \"features\"\nrequest_topic = \"a\"\nresponse_topic = \"b\"\n")
         .expect_err("no kafka");
     assert!(err.message.contains("add a [kafka] section"), "{err}");
