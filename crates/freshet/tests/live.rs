@@ -436,6 +436,13 @@ fn kafka_requests_are_answered_while_the_model_learns_from_a_label_topic() {
             assert!(v.is_some_and(f64::is_finite), "{key}: {v:?}");
         }
     }
+    let mut model_lines: Vec<String> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("freshet_model_"))
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    model_lines.sort();
+    eprintln!("model metrics:\n{}", model_lines.join("\n"));
     let accuracy = m["freshet_model_accuracy{model=\"fraud\",window=\"cumulative\"}"];
     assert!((0.0..=1.0).contains(&accuracy), "accuracy {accuracy}");
     assert!(
@@ -644,4 +651,152 @@ fn kafka_requests_are_answered_while_the_model_learns_from_a_label_topic() {
         "resumed with {examples} examples"
     );
     terminate(child);
+}
+
+/// Kafka request → response latency at a stated rate: `REQUESTS_PER_S` requests per second for
+/// `BENCH_SECONDS` produced by `freshet produce --rate`, each latency taken from the broker
+/// timestamps (request created by the producer → answer created by freshet), printed as one
+/// JSON line. Run by `scripts/bench-kafka-serving.sh` (ignored in the normal suite).
+#[test]
+#[ignore = "benchmark: scripts/bench-kafka-serving.sh"]
+fn kafka_serving_latency() {
+    const REQUESTS_PER_S: usize = 1_000;
+    const BENCH_SECONDS: usize = 10;
+    let Some((brokers, redis)) = services() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let data = dir.path().join("data");
+    let gen = Command::new("python3")
+        .arg(root.join("tests/oracle/gen.py"))
+        .args(["txn", "--events", "5000", "--out"])
+        .arg(&data)
+        .status()
+        .expect("gen.py");
+    assert!(gen.success());
+    let topics = Topics::create(dir.path(), &brokers);
+    for (role, file) in [
+        ("transactions", "transactions.jsonl"),
+        ("labels", "labels.jsonl"),
+    ] {
+        run_ok(&[
+            "produce",
+            "--brokers",
+            &brokers,
+            "--topic",
+            topics.get(role),
+            &data.join(file).display().to_string(),
+            "--key-field",
+            "card_id",
+            "--topics-dir",
+            "/nonexistent",
+        ]);
+    }
+    let tag = unique("bench");
+    let port = free_port();
+    let pipeline = pipeline(dir.path(), &brokers, &redis, &topics, &tag, port);
+    let mut child = start(&pipeline, &dir.path().join("state"), &topics);
+    wait_metrics(
+        &mut child,
+        port,
+        Duration::from_secs(120),
+        "the model learns",
+        |m| {
+            m.get("freshet_model_version{model=\"fraud\"}")
+                .copied()
+                .unwrap_or(0.0)
+                >= 1.0
+        },
+    );
+    let total = REQUESTS_PER_S * BENCH_SECONDS;
+    let lines: Vec<String> = (0..total)
+        .map(|i| {
+            json!({"request_id": format!("b{i}"), "entity": format!("c{:07}", i % 500),
+                   "fields": {"amount": 25.0, "country": "US"}})
+            .to_string()
+        })
+        .collect();
+    let file = dir.path().join("bench.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n").expect("write");
+    let rate = format!("{REQUESTS_PER_S}/s");
+    run_ok(&[
+        "produce",
+        "--brokers",
+        &brokers,
+        "--topic",
+        topics.get("requests"),
+        &file.display().to_string(),
+        "--key-field",
+        "request_id",
+        "--rate",
+        &rate,
+        "--topics-dir",
+        "/nonexistent",
+    ]);
+    let request_times = timestamps(&brokers, topics.get("requests"), total);
+    let answer_times = timestamps(&brokers, topics.get("responses"), total);
+    let mut latencies: Vec<i64> = request_times
+        .iter()
+        .filter_map(|(id, sent)| answer_times.get(id).map(|answered| answered - sent))
+        .collect();
+    latencies.sort_unstable();
+    assert_eq!(latencies.len(), total, "every request answered");
+    let q = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    let m = metrics(port).unwrap_or_default();
+    let internal = |q: &str| {
+        m.get(&format!(
+            "freshet_serving_kafka_latency_seconds{{serving=\"fraud_kafka\",quantile=\"{q}\"}}"
+        ))
+        .map_or(f64::NAN, |s| s * 1e3)
+    };
+    println!(
+        "{}",
+        json!({
+            "bench": "kafka_serving", "rate_per_s": REQUESTS_PER_S, "requests": total,
+            "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": latencies[latencies.len() - 1],
+            "read_to_ack_p50_ms": internal("0.5"), "read_to_ack_p99_ms": internal("0.99"),
+        })
+    );
+    terminate(child);
+}
+
+/// Request id → broker timestamp (ms) of the first `count` messages of `topic`.
+fn timestamps(brokers: &str, topic: &str, count: usize) -> HashMap<String, i64> {
+    let messages = consume_with_time(brokers, topic, count);
+    let mut out = HashMap::new();
+    for (key, time) in messages {
+        out.entry(key).or_insert(time);
+    }
+    out
+}
+
+fn consume_with_time(brokers: &str, topic: &str, count: usize) -> Vec<(String, i64)> {
+    let consumer: BaseConsumer = consumer_config(brokers, &unique("reader"))
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len());
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while out.len() < count && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            if let (Some(key), Some(time)) = (m.key(), m.timestamp().to_millis()) {
+                out.push((String::from_utf8_lossy(key).into_owned(), time));
+            }
+        }
+    }
+    out
 }
