@@ -235,7 +235,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let scorer = crate::serving::RegistryScorer::new(&spec, models.registries());
     let mut state = freshet_serve::AppState::new(store.clone(), metrics.clone())
         .with_drift(board.clone())
-        .with_models(Arc::new(scorer));
+        .with_models(Arc::new(scorer))
+        .with_learners(Arc::new(crate::serving::SummaryBoard(summaries.clone())));
     if let Some(token) = crate::serving::admin_token_from_env()? {
         state = state.with_admin_token(token);
     }

@@ -28,6 +28,8 @@ const CHANNEL_BATCHES: usize = 64;
 enum Item {
     Row(ModelRow),
     Joins(JoinCounts),
+    /// Learn what is ready, write a checkpoint, and report.
+    Checkpoint(SyncSender<anyhow::Result<()>>),
 }
 
 /// Items waiting to be sent, and the sender (`None` once closed).
@@ -96,12 +98,26 @@ impl ModelRunner {
     /// `checkpoints`, each model resumes from its checkpoint there, checkpoints every
     /// `checkpoint_every` updates and once more at the end.
     pub fn start(spec: &PipelineSpec, checkpoints: Option<&Path>) -> anyhow::Result<Self> {
+        Self::start_with(spec, checkpoints, false)
+    }
+
+    /// [`ModelRunner::start`]; with `on_request`, the learners checkpoint only when
+    /// [`ModelRunner::checkpoint`] asks (and at the end), not every `checkpoint_every` updates,
+    /// so that `freshet run` can tie their checkpoints to the dataflow's.
+    pub fn start_with(
+        spec: &PipelineSpec,
+        checkpoints: Option<&Path>,
+        on_request: bool,
+    ) -> anyhow::Result<Self> {
         let mut channels = HashMap::new();
         let mut threads = Vec::new();
         let summaries: Summaries = Arc::default();
         let mut registries = HashMap::new();
         for model in &spec.models {
-            let m = model.get_ref().clone();
+            let mut m = model.get_ref().clone();
+            if on_request {
+                m.checkpoint_every = 0;
+            }
             let options = LearnerOptions {
                 checkpoint_dir: checkpoints.map(Path::to_path_buf),
                 ..LearnerOptions::default()
@@ -109,6 +125,9 @@ impl ModelRunner {
             let learner = Learner::resume(&m, m.features.clone(), options)
                 .with_context(|| format!("model `{}`", m.name))?;
             registries.insert(m.name.clone(), learner.registry());
+            if let Ok(mut board) = summaries.lock() {
+                board.insert(m.name.clone(), learner.summary());
+            }
             let (tx, rx) = sync_channel(CHANNEL_BATCHES);
             let name = m.name.clone();
             let board = summaries.clone();
@@ -139,6 +158,23 @@ impl ModelRunner {
     /// The latest metrics of every model.
     pub fn summaries(&self) -> Summaries {
         self.summaries.clone()
+    }
+
+    /// Has every learner learn what it was handed so far and write its checkpoint; returns once
+    /// all have, or with the first failure (`timeout` for each learner to answer).
+    pub fn checkpoint(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        let mut waiting = Vec::new();
+        for (name, channel) in &self.channels {
+            let (tx, rx) = sync_channel(1);
+            channel.push(Item::Checkpoint(tx), true);
+            waiting.push((name, rx));
+        }
+        for (name, rx) in waiting {
+            rx.recv_timeout(timeout).map_err(|_| {
+                anyhow::anyhow!("model `{name}`: the learner did not checkpoint within {timeout:?}")
+            })??;
+        }
+        Ok(())
     }
 
     /// Waits for every learner and writes `models.jsonl` (one line per model) to `path`.
@@ -241,6 +277,17 @@ fn learn(
                     None => rejected += 1,
                 },
                 Item::Joins(counts) => joins = counts,
+                Item::Checkpoint(done) => {
+                    let result = step(&mut learner, &mut ready, &spec.name).and_then(|r| {
+                        rejected += r;
+                        learner
+                            .checkpoint()
+                            .map(drop)
+                            .with_context(|| format!("model `{}`: checkpoint", spec.name))
+                    });
+                    // the caller gone means it gave up waiting: nothing to report to
+                    let _ = done.send(result);
+                }
             }
             if ready.len() >= spec.batch_size.max(1) * 16 {
                 rejected += step(&mut learner, &mut ready, &spec.name)?;

@@ -5,6 +5,7 @@ mod demo;
 mod drift;
 mod kafka_cmds;
 mod learn;
+mod live;
 mod output;
 mod replay;
 mod run;

@@ -9,6 +9,9 @@
 //! `--state-dir`, and only then are the offsets committed to the consumer group. A restart loads
 //! the checkpoint and reads each partition from its recorded position. SIGTERM or SIGINT takes
 //! a final checkpoint (every vector written as of the final head) and exits.
+//!
+//! Models (`[[model]]`) learn on threads beside the dataflow and checkpoint with it into
+//! `--state-dir/models`; `[[serving]]` tables answer Kafka request topics (see [`crate::live`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -94,6 +97,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         })
         .collect();
     add_schema_checks(&mut plans, &topics, &args.topics_dir)?;
+    let models = crate::live::LiveModels::start(&spec, &args.state_dir)?;
     let restore = Checkpoint::load(&args.state_dir)?.map(Arc::new);
     match &restore {
         Some(cp) => {
@@ -154,11 +158,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("cannot listen on {addr}"))?;
     let board = Arc::new(DriftBoard::new(&spec));
-    let state = AppState::new(store.clone(), metrics.clone()).with_drift(board.clone());
+    let serving_board = Arc::new(freshet_kafka::RequestLoopBoard::default());
+    let state = models
+        .serve(
+            &spec,
+            AppState::new(store.clone(), metrics.clone()).with_drift(board.clone()),
+        )?
+        .with_kafka_serving(serving_board.clone());
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(freshet_serve::serve(listener, state.clone(), async {
         let _ = shutdown_rx.await;
     }));
+    let serving = crate::live::KafkaServing::start(&spec, &state, &models, &serving_board)?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -188,7 +199,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         changelog,
         dead_letters,
         drift: Arc::new(BoardDrift { board }),
-        models: Arc::new(freshet_features::DiscardModels),
+        models: models.runner(),
         metrics: metrics.clone(),
         flush_interval: LIVE_FLUSH_INTERVAL,
     };
@@ -216,8 +227,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         metrics: &metrics,
         dir: &args.state_dir,
         dataflow: &dataflow,
+        models: &models,
     };
     let result = coordinator.drive(&stop, args.checkpoint_interval);
+    let served = serving.stop();
     if result.is_err() {
         // let the dataflow go: its sources release their inputs at the next resume
         control.stop();
@@ -231,10 +244,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     if let Err(e) = producer.finish(Duration::from_secs(30)) {
         tracing::warn!(error = %e, "changelog records after the last checkpoint not delivered");
     }
+    // the dataflow ended the learners' input: they learn what it released last and checkpoint
+    let learned = if flow.is_ok() {
+        models.finish()
+    } else {
+        Ok(())
+    };
     let _ = shutdown_tx.send(());
     let _ = runtime.block_on(server);
     result?;
     flow?;
+    served?;
+    learned?;
     eprintln!(
         "freshet run: stopped at a checkpoint ({} events)",
         PipelineMetrics::get(&metrics.events_total)
@@ -330,6 +351,7 @@ struct Coordinator<'a> {
     dir: &'a std::path::Path,
     dataflow:
         &'a std::thread::JoinHandle<Result<freshet_features::RunStats, freshet_features::RunError>>,
+    models: &'a crate::live::LiveModels,
 }
 
 impl Coordinator<'_> {
@@ -386,6 +408,11 @@ impl Coordinator<'_> {
                 Err(e) => bail!("changelog/dead-letter delivery failed: {e}"),
             }
         }
+        // models first: a crash between the two leaves them a little ahead of the dataflow
+        // (the examples of one interval learned twice), never behind it
+        self.models
+            .checkpoint()
+            .with_context(|| format!("checkpoint {epoch}: models"))?;
         checkpoint.write(self.dir)?;
         PipelineMetrics::add(&self.metrics.checkpoints_total, 1);
         // the checkpoint holds the positions a restart uses; the group's offsets follow it
