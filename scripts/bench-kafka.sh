@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Kafka benchmark of `freshet run`, all parts in one run on one machine (docs/benchmarks-kafka.md):
+# Kafka benchmark of `freshet run`, all parts in one run on one machine (README, Benchmarks):
 #   1. throughput Kafka -> Redis: `freshet run` (foundation pipeline, Redis store) from process
 #      start until every record of a 4-partition topic is read, beside an rdkafka consumer that
 #      only counts (the raw consume rate) and Quix Streams;
@@ -10,7 +10,9 @@
 # Starts its own tansu broker and redis-server on free loopback ports and stops them at the end.
 # Prints a markdown table of medians with ratios and target verdicts.
 #
-#   scripts/bench-kafka.sh [EVENTS]          (default 1000000)
+#   scripts/bench-kafka.sh [EVENTS]          (default 1000000; the README run: 200000 with
+#                                            BENCH_REPEAT=2 BENCH_LOOKUP_SECONDS=5 BENCH_PROBES=500
+#                                            BENCH_FRESH_REPEAT=2, about 20 min on 2 loaded cores)
 #
 # Environment:
 #   BENCH_REPEAT=N            runs per case (default 3); tables show medians
