@@ -32,7 +32,8 @@
 #   BENCH_DIR=DIR             data and results (default: target/bench)
 #   FRESHET_BIN=PATH          use this freshet binary; then COUNT_CONSUMER_BIN and
 #                             FRESHNESS_BIN must name the two example binaries (else cargo builds)
-#   FRESHET_TANSU=PATH        tansu binary (default: tansu on PATH, then .services/bin/tansu)
+#   FRESHET_TANSU=PATH        tansu binary (default: tansu on PATH, then the durable one in
+#                             ~/.cache/freshet/tansu-0.6.0-durable/bin, then .services/bin/tansu)
 #   FRESHET_PEERS_DIR=DIR     peer scripts (default: ../shared/peers beside the checkout)
 #   PEERS_VENV_QUIX=DIR       venv with quixstreams (default /tmp/peers-venv-quix)
 #   PEERS_VENV_FEAST=DIR      venv with feast (default /tmp/peers-venv2-feast)
@@ -93,8 +94,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-TANSU=${FRESHET_TANSU:-$(command -v tansu || echo "$ROOT/.services/bin/tansu")}
-[ -x "$TANSU" ] || { log "no tansu at ${TANSU} (set FRESHET_TANSU; scripts/test.sh fetches one)"; exit 1; }
+# the broker: $FRESHET_TANSU, tansu on PATH, the durable one scripts/test.sh builds, or the
+# prebuilt one scripts/test.sh fetches (memory storage is used either way)
+TANSU=${FRESHET_TANSU:-$(command -v tansu || true)}
+for candidate in "${FRESHET_TANSU_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/freshet/tansu-0.6.0-durable}/bin/tansu" \
+  "$ROOT/.services/bin/tansu"; do
+  [ -n "$TANSU" ] || { [ -x "$candidate" ] && TANSU=$candidate; } || true
+done
+[ -n "$TANSU" ] && [ -x "$TANSU" ] || { log "no tansu found (set FRESHET_TANSU; scripts/test.sh installs one)"; exit 1; }
 command -v redis-server >/dev/null || { log "redis-server is not on PATH"; exit 1; }
 
 KPORT=$(free_port)
