@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Kafka benchmark of `freshet run`, all parts in one run on one machine (docs/benchmarks-kafka.md):
+# Kafka benchmark of `freshet run`, all parts in one run on one machine (README, Benchmarks):
 #   1. throughput Kafka -> Redis: `freshet run` (foundation pipeline, Redis store) from process
 #      start until every record of a 4-partition topic is read, beside an rdkafka consumer that
 #      only counts (the raw consume rate) and Quix Streams;
@@ -10,7 +10,9 @@
 # Starts its own tansu broker and redis-server on free loopback ports and stops them at the end.
 # Prints a markdown table of medians with ratios and target verdicts.
 #
-#   scripts/bench-kafka.sh [EVENTS]          (default 1000000)
+#   scripts/bench-kafka.sh [EVENTS]          (default 1000000; the README run: 200000 with
+#                                            BENCH_REPEAT=2 BENCH_LOOKUP_SECONDS=5 BENCH_PROBES=500
+#                                            BENCH_FRESH_REPEAT=2, about 20 min on 2 loaded cores)
 #
 # Environment:
 #   BENCH_REPEAT=N            runs per case (default 3); tables show medians
@@ -30,7 +32,8 @@
 #   BENCH_DIR=DIR             data and results (default: target/bench)
 #   FRESHET_BIN=PATH          use this freshet binary; then COUNT_CONSUMER_BIN and
 #                             FRESHNESS_BIN must name the two example binaries (else cargo builds)
-#   FRESHET_TANSU=PATH        tansu binary (default: tansu on PATH, then .services/bin/tansu)
+#   FRESHET_TANSU=PATH        tansu binary (default: tansu on PATH, then the durable one in
+#                             ~/.cache/freshet/tansu-0.6.0-durable/bin, then .services/bin/tansu)
 #   FRESHET_PEERS_DIR=DIR     peer scripts (default: ../shared/peers beside the checkout)
 #   PEERS_VENV_QUIX=DIR       venv with quixstreams (default /tmp/peers-venv-quix)
 #   PEERS_VENV_FEAST=DIR      venv with feast (default /tmp/peers-venv2-feast)
@@ -91,8 +94,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-TANSU=${FRESHET_TANSU:-$(command -v tansu || echo "$ROOT/.services/bin/tansu")}
-[ -x "$TANSU" ] || { log "no tansu at ${TANSU} (set FRESHET_TANSU; scripts/test.sh fetches one)"; exit 1; }
+# the broker: $FRESHET_TANSU, tansu on PATH, the durable one scripts/test.sh builds, or the
+# prebuilt one scripts/test.sh fetches (memory storage is used either way)
+TANSU=${FRESHET_TANSU:-$(command -v tansu || true)}
+for candidate in "${FRESHET_TANSU_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/freshet/tansu-0.6.0-durable}/bin/tansu" \
+  "$ROOT/.services/bin/tansu"; do
+  [ -n "$TANSU" ] || { [ -x "$candidate" ] && TANSU=$candidate; } || true
+done
+[ -n "$TANSU" ] && [ -x "$TANSU" ] || { log "no tansu found (set FRESHET_TANSU; scripts/test.sh installs one)"; exit 1; }
 command -v redis-server >/dev/null || { log "redis-server is not on PATH"; exit 1; }
 
 KPORT=$(free_port)

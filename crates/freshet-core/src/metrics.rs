@@ -129,3 +129,71 @@ impl PipelineMetrics {
         counter.load(Ordering::Relaxed)
     }
 }
+
+/// Prequential metrics of one online model over a set of examples (all since the start, or the
+/// rolling window); a metric that does not apply to the model's kind is `None`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LearnerWindow {
+    /// Examples scored.
+    pub examples: u64,
+    /// Mean log loss (classifiers).
+    pub logloss: Option<f64>,
+    /// Fraction of correct predictions (classifiers).
+    pub accuracy: Option<f64>,
+    /// ROC AUC (binary classifiers, once both labels were seen).
+    pub auc: Option<f64>,
+    /// Mean absolute error (regression).
+    pub mae: Option<f64>,
+    /// Root mean squared error (regression).
+    pub rmse: Option<f64>,
+    /// Examples per second of learner time.
+    pub rows_per_s: Option<f64>,
+}
+
+/// What `/metrics` shows of one online model's learning (`freshet_model_*`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LearnerMetrics {
+    /// The model's name.
+    pub model: String,
+    /// The latest published version.
+    pub version: u64,
+    /// Updates applied.
+    pub updates: u64,
+    /// Since the start (or since the checkpoint's start, for a resumed model).
+    pub cumulative: LearnerWindow,
+    /// Over the model's `rolling_window` latest examples.
+    pub rolling: LearnerWindow,
+}
+
+/// The online models' latest metrics, as the learners report them; the HTTP layer reads it
+/// without knowing how models learn.
+pub trait LearnerBoard: Send + Sync + 'static {
+    /// Every model's latest metrics, sorted by model name.
+    fn snapshot(&self) -> Vec<LearnerMetrics>;
+}
+
+/// What `/metrics` shows of one `[[serving]]` table's Kafka request loop
+/// (`freshet_serving_kafka_*`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KafkaServingStats {
+    /// The `[[serving]]` table's name.
+    pub name: String,
+    /// Requests read from the request topic.
+    pub requests: u64,
+    /// Responses the brokers acknowledged.
+    pub responses: u64,
+    /// Malformed requests sent to the dead-letter topic.
+    pub dead_letters: u64,
+    /// Well-formed requests answered with an error (store or model failure).
+    pub failed: u64,
+    /// Requests read whose response is not acknowledged yet.
+    pub in_flight: u64,
+    /// Read-to-acknowledged latency quantiles: (quantile as written in the label, seconds).
+    pub latency_quantiles: Vec<(&'static str, f64)>,
+}
+
+/// The Kafka request loops' statistics, read by the HTTP layer.
+pub trait KafkaServingBoard: Send + Sync + 'static {
+    /// Every `[[serving]]` table's statistics, in pipeline order.
+    fn snapshot(&self) -> Vec<KafkaServingStats>;
+}

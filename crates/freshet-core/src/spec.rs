@@ -16,6 +16,9 @@ use toml::Spanned;
 use crate::duration::HumanDuration;
 
 pub use freshet_drift::Measure;
+pub use serving::{ServingKind, ServingSpec};
+
+pub mod serving;
 
 /// Allowed lateness when a source does not set one: events must arrive in event-time order.
 pub const DEFAULT_ALLOWED_LATENESS: HumanDuration = HumanDuration::from_millis(0);
@@ -51,6 +54,9 @@ pub struct PipelineSpec {
     /// Online models (`[[model]]`, see [`crate::model`]).
     #[serde(default, rename = "model")]
     pub models: Vec<Spanned<crate::model::ModelSpec>>,
+    /// Kafka request/response serving (`[[serving]]`, see [`serving`]).
+    #[serde(default, rename = "serving")]
+    pub serving: Vec<Spanned<ServingSpec>>,
 }
 
 /// `[kafka]`: how to reach the brokers.
@@ -691,6 +697,31 @@ impl PipelineSpec {
             }
             self.validate_model(m)
                 .map_err(|e| errors.at(at, format!("model `{}`: {e}", m.name)))?;
+        }
+        let models: Vec<&str> = self
+            .models
+            .iter()
+            .map(|m| m.get_ref().name.as_str())
+            .collect();
+        let mut serving_names = HashSet::new();
+        for table in &self.serving {
+            let at = table.span().start;
+            let s = table.get_ref();
+            check_name(errors, at, "serving", &s.name)?;
+            if !serving_names.insert(s.name.as_str()) {
+                return Err(errors.at(at, format!("duplicate serving name `{}`", s.name)));
+            }
+            if self.kafka.is_none() {
+                return Err(errors.at(
+                    at,
+                    format!(
+                        "serving `{}` reads a Kafka topic: add a [kafka] section with `brokers`",
+                        s.name
+                    ),
+                ));
+            }
+            s.validate(&models)
+                .map_err(|e| errors.at(at, format!("serving `{}`: {e}", s.name)))?;
         }
         Ok(())
     }

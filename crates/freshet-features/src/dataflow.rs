@@ -36,7 +36,11 @@ use timely::dataflow::operators::{Concatenate, Exchange};
 
 use crate::checkpoint::{Checkpoint, Control, PartitionPosition, SourcePositions, ViewSnapshot};
 use crate::drift::{drift_operator, DriftSink};
-use crate::model::{row_of, LabelRow, ModelFeed, ModelInput, ModelSink, Release};
+use crate::join::delayed_join;
+use crate::model::{
+    row_of, Delayed, JoinTally, LabelRef, LabelRow, ModelFeed, ModelInput, ModelSink, Ready,
+    Release,
+};
 use crate::plan::{SourcePlan, ViewPlan};
 use crate::source::{
     head, keep_late, poll_partition, Classified, DeadLetter, Partition, PartitionReader, ReadState,
@@ -220,6 +224,22 @@ fn run_inner(
                 .map_err(RunError::Store)?;
         }
     }
+    // the delayed-label models: their join's settings and the counts their workers share
+    let mut delayed: HashMap<String, (u64, freshet_core::model::Unlabeled, Arc<JoinTally>)> =
+        HashMap::new();
+    for feed in plans.iter().flat_map(|p| &p.models) {
+        if let LabelRef::Delayed {
+            max_delay_ms,
+            unlabeled,
+            ..
+        } = feed.label
+        {
+            delayed.insert(
+                feed.model.clone(),
+                (max_delay_ms, unlabeled, Arc::new(JoinTally::default())),
+            );
+        }
+    }
     let plans: Vec<Arc<SourcePlan>> = plans.into_iter().map(Arc::new).collect();
     let failure: Arc<Mutex<Option<RunError>>> = Arc::new(Mutex::new(None));
     let entities: Arc<Mutex<HashMap<String, usize>>> = Arc::new(Mutex::new(HashMap::new()));
@@ -231,9 +251,10 @@ fn run_inner(
         failure.clone(),
         entities.clone(),
         live,
+        delayed,
     );
     let guards = timely::execute(config, move |worker| {
-        let (plans, inputs, outputs, failure, entities, live) = &shared;
+        let (plans, inputs, outputs, failure, entities, live, delayed) = &shared;
         let index = worker.index();
         let peers = worker.peers();
         let mut all_parts: Vec<Vec<Partition>> = Vec::new();
@@ -336,7 +357,25 @@ fn run_inner(
                 }
             }
             for (model, streams) in model_streams {
-                model_operator(scope, model, streams, outputs.models.clone());
+                let inputs = scope.concatenate(streams);
+                let (ready, release) = match delayed.get(&model) {
+                    Some((max_delay_ms, unlabeled, tally)) => (
+                        delayed_join(&model, inputs, *max_delay_ms, tally.clone()),
+                        Release::new(Some(Delayed {
+                            unlabeled: *unlabeled,
+                            tally: tally.clone(),
+                        })),
+                    ),
+                    None => {
+                        let name = model.clone();
+                        let rows = inputs.flat_map(move |item: ModelInput| match item {
+                            ModelInput::Row(r) if r.model == name => Some(Ready::Row(r)),
+                            _ => None,
+                        });
+                        (rows, Release::new(None))
+                    }
+                };
+                model_operator(model, ready, release, outputs.models.clone());
             }
         });
     })
@@ -361,34 +400,26 @@ type Scope<'a> = timely::dataflow::Scope<'a, u64>;
 pub(crate) type RecordStream<'a> = timely::dataflow::Stream<'a, u64, Vec<Record>>;
 type ModelStream<'a> = timely::dataflow::Stream<'a, u64, Vec<ModelInput>>;
 
-/// Gathers one model's examples and labels on worker 0 and releases them to the sink in
+/// Gathers one model's labelled examples on worker 0 and releases them to the sink in
 /// event-time order (see [`crate::model`]).
-fn model_operator<'a>(
-    scope: Scope<'a>,
+fn model_operator(
     model: String,
-    streams: Vec<ModelStream<'a>>,
+    ready: timely::dataflow::Stream<'_, u64, Vec<Ready>>,
+    mut release: Release,
     sink: Arc<dyn ModelSink>,
 ) {
-    let merged = scope.concatenate(streams);
     // everything goes to worker 0; the operator elsewhere only drains its (empty) input
-    let gathers = scope.index() == 0;
-    merged.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
-        timely::dataflow::channels::pact::Exchange::new(|_: &ModelInput| 0u64),
+    let gathers = ready.scope().index() == 0;
+    ready.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        timely::dataflow::channels::pact::Exchange::new(|_: &Ready| 0u64),
         &format!("Model({model})"),
         move |_capability, _info| {
-            let mut release = Release::default();
             let mut last_frontier: Option<u64> = Some(0);
             let mut finished = false;
             move |(input, frontier), _output| {
                 input.for_each(|_cap, data| {
                     for item in data.drain(..) {
-                        let mine = match &item {
-                            ModelInput::Row(r) => r.model == model,
-                            ModelInput::Label(_) => true,
-                        };
-                        if mine {
-                            release.push(item);
-                        }
+                        release.push(item);
                     }
                 });
                 if finished || !gathers {

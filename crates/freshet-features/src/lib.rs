@@ -2,8 +2,9 @@
 //!
 //! [`plan::compile`] turns a pipeline spec into per-source plans; [`run`] runs them on a number
 //! of worker threads, writing feature vectors to an [`freshet_core::store::OnlineStore`], closed
-//! windows to a [`ChangelogSink`], drift windows and alerts to a [`drift::DriftSink`] and
-//! rejected or late records to a [`DeadLetterSink`].
+//! windows to a [`ChangelogSink`], drift windows and alerts to a [`drift::DriftSink`], labelled
+//! examples of online models to a [`ModelSink`] (delayed labels joined in the dataflow, see
+//! [`model`]) and rejected or late records to a [`DeadLetterSink`].
 //!
 //! Guarantees: event time drives every window; late events never change a window; the store
 //! receives idempotent upserts only; results do not depend on the number of workers. The window
@@ -13,6 +14,7 @@ mod agg;
 pub mod checkpoint;
 mod dataflow;
 pub mod drift;
+mod join;
 pub mod model;
 pub mod plan;
 pub mod sketch;
@@ -24,4 +26,4 @@ pub use dataflow::{
     RunError, RunStats, DEFAULT_FLUSH_INTERVAL, READ_BATCH_RECORDS,
 };
 pub use drift::{DiscardDrift, DriftSink};
-pub use model::{DiscardModels, ModelSink};
+pub use model::{DiscardModels, JoinCounts, ModelSink};

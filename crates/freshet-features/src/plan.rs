@@ -208,6 +208,12 @@ fn compile_models(
         let label = match (&m.label.source, &m.label.join_key) {
             (Some(_), join_key) => LabelRef::Delayed {
                 join_slot: slot_of(join_key.as_deref().unwrap_or_default(), FieldKind::Scalar),
+                max_delay_ms: m
+                    .label
+                    .max_delay()
+                    .unwrap_or(freshet_core::model::DEFAULT_MAX_LABEL_DELAY)
+                    .as_ms(),
+                unlabeled: m.label.unlabeled,
             },
             (None, _) => LabelRef::Immediate(slot_of(&m.label.field, FieldKind::Scalar)),
         };

@@ -1,6 +1,8 @@
 //! What the dataflow feeds to models: examples carry the entity's features as served when their
-//! event arrived (never values from later events, even when those arrive before the label), and
-//! examples and labels reach the sink in event-time order whatever the number of workers.
+//! event arrived (never values from later events, even when those arrive before the label);
+//! delayed labels are joined in the dataflow within `max_delay` (late ones counted and dropped,
+//! unlabelled examples dropped or learned as negatives); examples reach the sink in event-time
+//! order, the same whatever the number of workers.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,10 +12,10 @@ use std::time::Duration;
 use freshet_core::event::Scalar;
 use freshet_core::metrics::PipelineMetrics;
 use freshet_core::spec::PipelineSpec;
-use freshet_features::model::{LabelRow, ModelRow};
+use freshet_features::model::ModelRow;
 use freshet_features::source::{BytesReader, PartitionReader};
 use freshet_features::{
-    ChangelogSink, DeadLetterSink, DiscardDrift, ModelSink, Outputs, ReaderFactory,
+    ChangelogSink, DeadLetterSink, DiscardDrift, JoinCounts, ModelSink, Outputs, ReaderFactory,
 };
 
 const PIPELINE: &str = r#"
@@ -44,27 +46,64 @@ label = { source = "labels", join_key = "id", field = "y", max_delay = "10m" }
 optimizer = { kind = "sgd", lr = 0.1 }
 "#;
 
+/// Event fields only (exact values whatever the timing), a one-second wait, and unlabelled
+/// examples learned as negatives.
+const SHORT_WAIT: &str = r#"
+[[source]]
+name = "tx"
+entity = "card"
+event_time = "ts"
+allowed_lateness = "0s"
+
+[[source]]
+name = "labels"
+entity = "card"
+event_time = "ts"
+
+[[model]]
+name = "m"
+kind = "logistic_regression"
+features = ["tx.amount"]
+label = { source = "labels", join_key = "id", field = "y", max_delay = "1s", unlabeled = "negative" }
+optimizer = { kind = "sgd", lr = 0.1 }
+"#;
+
 #[derive(Default)]
 struct Recorder {
     items: Mutex<Vec<String>>,
     rows: Mutex<Vec<ModelRow>>,
+    counts: Mutex<Option<JoinCounts>>,
+}
+
+impl Recorder {
+    fn items(&self) -> Vec<String> {
+        self.items.lock().expect("items").clone()
+    }
+    fn rows(&self) -> Vec<ModelRow> {
+        self.rows.lock().expect("rows").clone()
+    }
+    fn counts(&self) -> JoinCounts {
+        self.counts
+            .lock()
+            .expect("counts")
+            .expect("join counts reported")
+    }
 }
 
 impl ModelSink for Recorder {
     fn row(&self, _: &str, row: ModelRow) {
         if let Ok(mut items) = self.items.lock() {
-            items.push(format!("row {:?} @{}", row.key, row.ts_ms));
+            items.push(format!("{:?} @{} y={:?}", row.key, row.ts_ms, row.label));
         }
         if let Ok(mut rows) = self.rows.lock() {
             rows.push(row);
         }
     }
-    fn label(&self, _: &str, label: LabelRow) {
-        if let Ok(mut items) = self.items.lock() {
-            items.push(format!("label {:?} @{}", label.key, label.ts_ms));
+    fn joins(&self, _: &str, counts: JoinCounts) {
+        if let Ok(mut c) = self.counts.lock() {
+            *c = Some(counts);
         }
     }
-    fn watermark(&self, _: &str, _: u64) {}
     fn end(&self, _: &str) {
         if let Ok(mut items) = self.items.lock() {
             items.push("end".into());
@@ -80,7 +119,7 @@ impl DeadLetterSink for Nothing {
     fn write(&self, _: freshet_features::source::DeadLetter) {}
 }
 
-fn input(text: &'static str) -> ReaderFactory {
+fn input(text: &str) -> ReaderFactory {
     let bytes: Arc<[u8]> = Arc::from(text.as_bytes());
     Arc::new(move |index, _peers| {
         let mut parts: Vec<(u32, Box<dyn PartitionReader>)> = Vec::new();
@@ -91,8 +130,8 @@ fn input(text: &'static str) -> ReaderFactory {
     })
 }
 
-fn run(tx: &'static str, labels: &'static str, workers: usize) -> Arc<Recorder> {
-    let spec = PipelineSpec::from_toml(PIPELINE, Path::new("models.toml")).expect("pipeline");
+fn run(pipeline: &str, tx: &str, labels: &str, workers: usize) -> Arc<Recorder> {
+    let spec = PipelineSpec::from_toml(pipeline, Path::new("models.toml")).expect("pipeline");
     let plans = freshet_features::plan::compile(&spec);
     let recorder = Arc::new(Recorder::default());
     let outputs = Outputs {
@@ -171,27 +210,30 @@ const TX: &str = r#"{"id":1,"card":"c","ts":1000,"amount":5}
 {"id":3,"card":"d","ts":2500,"amount":7}
 {"id":4,"card":"c","ts":4000,"amount":1}
 "#;
-// the label of event 1 arrives after event 2 has changed card c's features
-const LABELS: &str = r#"{"id":1,"card":"c","ts":3000,"y":1}
-{"id":3,"card":"d","ts":3500,"y":0}
+// the label of event 1 arrives after events 2 and 4 have changed card c's features
+const LABELS: &str = r#"{"id":1,"card":"c","ts":4500,"y":1}
+{"id":3,"card":"d","ts":4600,"y":0}
+{"id":2,"card":"c","ts":5000,"y":1}
 "#;
 
 #[test]
-fn an_example_carries_the_features_served_at_its_event_not_later_ones() {
+fn a_label_joins_the_features_served_at_its_event_not_later_ones() {
     for workers in [1, 3] {
-        let recorder = run(TX, LABELS, workers);
-        let rows = recorder.rows.lock().expect("rows").clone();
+        let recorder = run(PIPELINE, TX, LABELS, workers);
+        let rows = recorder.rows();
         let row = |id: f64| {
             rows.iter()
                 .find(|r| r.key == Scalar::Num(id))
                 .unwrap_or_else(|| panic!("row of event {id}"))
                 .clone()
         };
-        // event 1: nothing was served for card c before it: its features are missing
+        // event 1: nothing was served for card c before it: its features are missing, although
+        // events 2 and 4 had changed them (count 3, sum 106) before its label came
         assert_eq!(
             row(1.0).values,
             vec![Scalar::Null, Scalar::Null, Scalar::Num(5.0)]
         );
+        assert_eq!(row(1.0).label, Some(Scalar::Num(1.0)));
         // event 2: card c as served when it arrived: at most event 1 (count 0 or 1 depending
         // on how far the head had come), never event 2's own amount or event 4's
         let two = row(2.0).values;
@@ -203,25 +245,191 @@ fn an_example_carries_the_features_served_at_its_event_not_later_ones() {
             "event 2 saw {two:?}"
         );
         assert_eq!(two[2], Scalar::Num(100.0));
-        // event 4 never sees itself: the sum is at most events 1 and 2
-        let four = row(4.0).values;
-        assert!(
-            !matches!(four[1], Scalar::Num(s) if s > 105.0),
-            "event 4 saw {four:?}"
-        );
-        let items = recorder.items.lock().expect("items").clone();
+        // joined examples come at their labels' times; event 4 has no label yet and its wait
+        // reaches past the end of input: pending, not learned
         assert_eq!(
-            items,
+            recorder.items(),
             vec![
-                "row Num(1.0) @1000",
-                "row Num(2.0) @2000",
-                "row Num(3.0) @2500",
-                "label Num(1.0) @3000",
-                "label Num(3.0) @3500",
-                "row Num(4.0) @4000",
+                "Num(1.0) @1000 y=Some(Num(1.0))",
+                "Num(3.0) @2500 y=Some(Num(0.0))",
+                "Num(2.0) @2000 y=Some(Num(1.0))",
                 "end",
             ],
             "event-time order with {workers} workers"
         );
+        assert_eq!(
+            recorder.counts(),
+            JoinCounts {
+                labels: 3,
+                joined: 3,
+                unmatched: 0,
+                expired: 0,
+                pending: 1
+            }
+        );
     }
+}
+
+#[test]
+fn late_labels_are_counted_and_dropped_and_unlabelled_examples_become_negatives() {
+    let tx = r#"{"id":1,"card":"c","ts":1000,"amount":5}
+{"id":2,"card":"d","ts":1500,"amount":7}
+{"id":3,"card":"c","ts":5000,"amount":9}
+{"id":5,"card":"d","ts":9000,"amount":11}
+"#;
+    // 1's label is 1.5 s late; 2's comes exactly at max_delay (in time); 9 has no example; 3
+    // gets its label before its event (too early: no join); 5's wait outlives the input
+    let labels = r#"{"id":1,"card":"c","ts":2500,"y":1}
+{"id":2,"card":"d","ts":2500,"y":1}
+{"id":9,"card":"x","ts":3000,"y":1}
+{"id":3,"card":"c","ts":4000,"y":1}
+"#;
+    let mut outputs = Vec::new();
+    for workers in [1, 3] {
+        let recorder = run(SHORT_WAIT, tx, labels, workers);
+        assert_eq!(
+            recorder.items(),
+            vec![
+                "Num(1.0) @1000 y=Some(Num(0.0))",
+                "Num(2.0) @1500 y=Some(Num(1.0))",
+                "Num(3.0) @5000 y=Some(Num(0.0))",
+                "end",
+            ],
+            "{workers} workers"
+        );
+        assert_eq!(
+            recorder.counts(),
+            JoinCounts {
+                labels: 4,
+                joined: 1,
+                unmatched: 3,
+                expired: 2,
+                pending: 1
+            },
+            "{workers} workers"
+        );
+        outputs.push(recorder.rows());
+    }
+    assert_eq!(outputs[0], outputs[1]);
+}
+
+/// A small deterministic generator (xorshift), so the test needs no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
+}
+
+#[test]
+fn the_join_matches_a_brute_force_reference_with_one_and_three_workers() {
+    // 400 events over 40 s; labels 0..2.5 s after their event (max_delay 1 s): some in time,
+    // some late, some missing, some twice, plus labels for keys that have no event
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut tx = String::new();
+    let mut labels: Vec<(u64, u64, u64)> = Vec::new();
+    let mut events: Vec<(u64, u64, u64)> = Vec::new();
+    for i in 0..400u64 {
+        let ts = 1_000 + i * 100;
+        let id = if rng.next(20) == 0 { i - i.min(3) } else { i }; // a few repeated keys
+        let amount = rng.next(1000);
+        tx.push_str(&format!(
+            r#"{{"id":{id},"card":"c{}","ts":{ts},"amount":{amount}}}"#,
+            rng.next(7)
+        ));
+        tx.push('\n');
+        events.push((ts, id, amount));
+        for _ in 0..rng.next(3) {
+            labels.push((ts + rng.next(2_500), id, rng.next(2)));
+        }
+        if rng.next(10) == 0 {
+            labels.push((ts + rng.next(500), 10_000 + i, 1));
+        }
+    }
+    labels.sort();
+    let label_text: String = labels
+        .iter()
+        .map(|(ts, id, y)| format!("{{\"id\":{id},\"card\":\"l\",\"ts\":{ts},\"y\":{y}}}\n"))
+        .collect();
+    // the reference: each example takes its first label (earliest, then smallest) within
+    // [e, e + 1000]; without one it expires as a negative once event time passes e + 1000
+    let last = labels
+        .iter()
+        .map(|l| l.0)
+        .chain(events.iter().map(|e| e.0))
+        .max()
+        .unwrap_or(0);
+    let mut expected: Vec<(u64, u64, u64, u64)> = Vec::new(); // (at, id, event ts, label)
+    let mut used = std::collections::BTreeSet::new();
+    let (mut expired, mut pending) = (0u64, 0u64);
+    for &(e, id, _) in &events {
+        let first = labels
+            .iter()
+            .filter(|(l, lid, _)| *lid == id && e <= *l && *l <= e + 1_000)
+            .min();
+        match first {
+            Some(&(l, _, y)) => {
+                used.insert((l, id, y));
+                expected.push((l, id, e, y));
+            }
+            None if e + 1_001 <= last => {
+                expired += 1;
+                expected.push((e + 1_001, id, e, 0));
+            }
+            None => pending += 1,
+        }
+    }
+    expected.sort();
+    let joined = used.len() as u64;
+    let reference = JoinCounts {
+        labels: labels.len() as u64,
+        joined,
+        unmatched: labels.len() as u64 - joined,
+        expired,
+        pending,
+    };
+    assert!(
+        expired > 10 && joined > 100 && reference.unmatched > 50,
+        "{reference:?}"
+    );
+    let mut outputs = Vec::new();
+    for workers in [1, 3] {
+        let recorder = run(SHORT_WAIT, &tx, &label_text, workers);
+        let rows = recorder.rows();
+        let mut got: Vec<(u64, u64, u64, u64)> = rows
+            .iter()
+            .map(|r| {
+                let num = |s: &Scalar| match s {
+                    Scalar::Num(n) => *n as u64,
+                    other => panic!("not a number: {other:?}"),
+                };
+                let label = num(r.label.as_ref().expect("labelled"));
+                let e = r.ts_ms;
+                // when it happened: at its label, or at its expiry
+                let at = labels
+                    .iter()
+                    .filter(|(l, lid, y)| {
+                        *lid == num(&r.key) && e <= *l && *l <= e + 1_000 && *y == label
+                    })
+                    .map(|l| l.0)
+                    .min()
+                    .unwrap_or(e + 1_001);
+                (at, num(&r.key), e, label)
+            })
+            .collect();
+        let times: Vec<u64> = got.iter().map(|g| g.0).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "event-time order");
+        got.sort();
+        assert_eq!(got, expected, "{workers} workers");
+        assert_eq!(recorder.counts(), reference, "{workers} workers");
+        outputs.push(rows);
+    }
+    assert_eq!(
+        outputs[0], outputs[1],
+        "the same examples in the same order"
+    );
 }

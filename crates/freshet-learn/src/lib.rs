@@ -18,8 +18,9 @@
 //!
 //! Entry points: [`Learner`] (build from a [`ModelSpec`](freshet_core::model::ModelSpec) and the
 //! resolved input names, then [`Learner::prequential`] per batch of labelled [`Example`]s,
-//! [`Learner::summary`] for models.jsonl, [`Learner::checkpoint`] at shutdown), its
-//! [`ModelRegistry`] for serving, and [`LabelJoin`] to pair logged examples with delayed labels.
+//! [`Learner::summary`] for models.jsonl, [`Learner::checkpoint`] at shutdown) and its
+//! [`ModelRegistry`] for serving. Delayed labels are joined to their examples upstream, in the
+//! dataflow (freshet-features), so a learner only ever sees labelled examples.
 //!
 //! Devices: `cpu` always; `cuda:N` with the `cuda` cargo feature, otherwise
 //! [`LearnError::BuiltWithoutCuda`].
@@ -28,7 +29,6 @@ mod checkpoint;
 mod error;
 mod example;
 mod head;
-mod join;
 mod learner;
 mod linear;
 mod metrics;
@@ -43,7 +43,6 @@ mod tests;
 pub use error::LearnError;
 pub use example::{hash_category, Example, Predictions, Value};
 pub use head::Outcome;
-pub use join::{JoinOutcome, LabelJoin};
 pub use learner::{select_device, EngineChoice, Learner, LearnerOptions, StepReport};
 pub use metrics::{MetricValues, ModelSummary, Prequential, AUC_BINS};
 pub use preprocess::Z_CLIP;

@@ -8,7 +8,7 @@ use freshet_core::store::StoreError;
 
 /// Everything a request can fail with. Messages are for the caller: they name what was wrong
 /// with the request and never carry store internals (those are logged instead).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum ApiError {
     #[error("unknown feature view `{0}`")]
     UnknownView(String),
@@ -33,7 +33,7 @@ pub(crate) enum ApiError {
 }
 
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::UnknownView(_) | Self::UnknownEntity { .. } | Self::NoRoute { .. } => {
                 StatusCode::NOT_FOUND

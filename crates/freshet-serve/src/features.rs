@@ -133,3 +133,49 @@ pub(crate) async fn get_many(
     };
     Ok(Json(body).into_response())
 }
+
+/// The schema's feature names and the vectors of `keys` in `view`, for the batch paths.
+pub(crate) fn lookup_many(
+    store: &dyn freshet_core::store::OnlineStore,
+    view: &str,
+    keys: &[&str],
+) -> Result<(Vec<String>, Vec<Option<freshet_core::store::FeatureVector>>), ApiError> {
+    let schema = store
+        .view(view)
+        .ok_or_else(|| ApiError::UnknownView(view.to_owned()))?;
+    let vectors = if keys.is_empty() {
+        Vec::new()
+    } else {
+        store.get_many(view, keys)?
+    };
+    Ok((schema.features.clone(), vectors))
+}
+
+/// The `POST /v1/features` response body as a JSON value.
+pub(crate) fn batch_json(
+    view: &str,
+    names: &[String],
+    entities: &[&str],
+    vectors: &[Option<freshet_core::store::FeatureVector>],
+) -> serde_json::Value {
+    let results = entities
+        .iter()
+        .zip(vectors)
+        .map(|(entity, vector)| match vector {
+            Some(v) => BatchItem::Found {
+                entity,
+                as_of: v.as_of_ms,
+                features: Features {
+                    names,
+                    values: &v.values,
+                },
+            },
+            None => BatchItem::Missing {
+                entity,
+                found: false,
+            },
+        })
+        .collect();
+    serde_json::to_value(BatchResponse { view, results })
+        .unwrap_or_else(|_| serde_json::json!({ "view": view, "results": [] }))
+}

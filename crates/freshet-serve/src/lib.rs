@@ -28,6 +28,7 @@ pub mod client;
 mod error;
 mod features;
 pub mod models;
+pub mod requests;
 mod state;
 mod telemetry;
 
@@ -41,6 +42,8 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use features::MAX_ENTITIES_PER_REQUEST;
+pub use models::ServedRow;
+pub use requests::{FeatureQuery, RequestError, RequestErrorKind};
 pub use state::{AppState, HealthStatus};
 pub use telemetry::LATENCY_BUCKETS_SECONDS;
 

@@ -33,7 +33,9 @@ use axum::Router;
 pub use admin::AdminToken;
 pub(crate) use book::ModelBook;
 pub use book::RECENT_VERSIONS;
-pub(crate) use metrics::{render as render_metrics, ModelTiming};
+pub(crate) use metrics::{render as render_metrics, Endpoint, ModelTiming};
+pub(crate) use predict::predict_many;
+pub use predict::ServedRow;
 
 use crate::error::ApiError;
 use crate::state::AppState;

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use freshet_core::drift::DriftBoard;
-use freshet_core::metrics::PipelineMetrics;
+use freshet_core::metrics::{KafkaServingBoard, LearnerBoard, PipelineMetrics};
 use freshet_core::serving::Scorer;
 use freshet_core::store::OnlineStore;
 
@@ -60,6 +60,8 @@ pub struct AppState {
     pub(crate) drift: Option<Arc<DriftBoard>>,
     pub(crate) models: Option<Arc<ModelBook>>,
     pub(crate) admin_token: Option<AdminToken>,
+    pub(crate) learners: Option<Arc<dyn LearnerBoard>>,
+    pub(crate) kafka_serving: Option<Arc<dyn KafkaServingBoard>>,
     health: Arc<AtomicU8>,
 }
 
@@ -73,6 +75,8 @@ impl AppState {
             drift: None,
             models: None,
             admin_token: None,
+            learners: None,
+            kafka_serving: None,
             health: Arc::new(AtomicU8::new(HealthStatus::Ok.to_u8())),
         }
     }
@@ -89,6 +93,21 @@ impl AppState {
     #[must_use]
     pub fn with_models(mut self, scorer: Arc<dyn Scorer>) -> Self {
         self.models = Some(Arc::new(ModelBook::new(&scorer)));
+        self
+    }
+
+    /// Adds the online models' learning metrics that `/metrics` exposes as `freshet_model_*`.
+    #[must_use]
+    pub fn with_learners(mut self, learners: Arc<dyn LearnerBoard>) -> Self {
+        self.learners = Some(learners);
+        self
+    }
+
+    /// Adds the Kafka request loops' counters that `/metrics` exposes as
+    /// `freshet_serving_kafka_*`.
+    #[must_use]
+    pub fn with_kafka_serving(mut self, board: Arc<dyn KafkaServingBoard>) -> Self {
+        self.kafka_serving = Some(board);
         self
     }
 

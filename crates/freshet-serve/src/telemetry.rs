@@ -14,7 +14,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use freshet_core::metrics::PipelineMetrics;
+use freshet_core::metrics::{KafkaServingStats, LearnerMetrics, LearnerWindow, PipelineMetrics};
 
 use crate::models::ModelTiming;
 use crate::state::AppState;
@@ -126,6 +126,12 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     render_http(&mut out, &state.http.snapshot());
     if let Some(book) = &state.models {
         crate::models::render_metrics(&mut out, book);
+    }
+    if let Some(learners) = &state.learners {
+        render_learners(&mut out, &learners.snapshot());
+    }
+    if let Some(serving) = &state.kafka_serving {
+        render_kafka_serving(&mut out, &serving.snapshot());
     }
     (
         StatusCode::OK,
@@ -445,5 +451,183 @@ mod tests {
         assert_eq!(status_class(StatusCode::OK), "2xx");
         assert_eq!(status_class(StatusCode::NOT_FOUND), "4xx");
         assert_eq!(status_class(StatusCode::SERVICE_UNAVAILABLE), "5xx");
+    }
+}
+
+/// The `freshet_model_*` families: each online model's learning, prequential (every example is
+/// scored before it is learned), over every example since the start (`window="cumulative"`) and
+/// over the model's rolling window (`window="rolling"`). A metric that does not apply to a
+/// model's kind (log loss of a regression, MAE of a classifier) or has no value yet (AUC before
+/// both labels were seen) has no line for that model.
+pub(crate) fn render_learners(out: &mut String, models: &[LearnerMetrics]) {
+    family(
+        out,
+        "freshet_model_version",
+        "gauge",
+        "The latest version the model's learner published.",
+    );
+    for m in models {
+        let _ = writeln!(
+            out,
+            "freshet_model_version{{model=\"{}\"}} {}",
+            escape_label(&m.model),
+            m.version
+        );
+    }
+    family(
+        out,
+        "freshet_model_updates_total",
+        "counter",
+        "Mini-batch updates the model's learner applied.",
+    );
+    for m in models {
+        let _ = writeln!(
+            out,
+            "freshet_model_updates_total{{model=\"{}\"}} {}",
+            escape_label(&m.model),
+            m.updates
+        );
+    }
+    family(
+        out,
+        "freshet_model_examples_total",
+        "counter",
+        "Labelled examples scored then learned (prequential), since the start.",
+    );
+    for m in models {
+        let _ = writeln!(
+            out,
+            "freshet_model_examples_total{{model=\"{}\"}} {}",
+            escape_label(&m.model),
+            m.cumulative.examples
+        );
+    }
+    family(
+        out,
+        "freshet_model_rolling_examples",
+        "gauge",
+        "Examples in the model's rolling window.",
+    );
+    for m in models {
+        let _ = writeln!(
+            out,
+            "freshet_model_rolling_examples{{model=\"{}\"}} {}",
+            escape_label(&m.model),
+            m.rolling.examples
+        );
+    }
+    type Pick = fn(&LearnerWindow) -> Option<f64>;
+    let families: [(&str, &str, Pick); 6] = [
+        (
+            "freshet_model_logloss",
+            "Prequential mean log loss (classifiers).",
+            |w| w.logloss,
+        ),
+        (
+            "freshet_model_accuracy",
+            "Prequential accuracy, 0 to 1 (classifiers).",
+            |w| w.accuracy,
+        ),
+        (
+            "freshet_model_auc",
+            "Prequential ROC AUC (binary classifiers, once both labels were seen).",
+            |w| w.auc,
+        ),
+        (
+            "freshet_model_mae",
+            "Prequential mean absolute error (regression).",
+            |w| w.mae,
+        ),
+        (
+            "freshet_model_rmse",
+            "Prequential root mean squared error (regression).",
+            |w| w.rmse,
+        ),
+        (
+            "freshet_model_rows_per_second",
+            "Examples learned per second of learner time.",
+            |w| w.rows_per_s,
+        ),
+    ];
+    for (name, help, pick) in families {
+        family(out, name, "gauge", help);
+        for m in models {
+            for (window, values) in [("cumulative", &m.cumulative), ("rolling", &m.rolling)] {
+                if let Some(v) = pick(values).filter(|v| v.is_finite()) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{model=\"{}\",window=\"{window}\"}} {v}",
+                        escape_label(&m.model)
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The `freshet_serving_kafka_*` families: each `[[serving]]` table's Kafka request loop.
+pub(crate) fn render_kafka_serving(out: &mut String, tables: &[KafkaServingStats]) {
+    type Pick = fn(&KafkaServingStats) -> u64;
+    let counters: [(&str, &str, Pick); 4] = [
+        (
+            "freshet_serving_kafka_requests_total",
+            "Requests read from the request topic.",
+            |s| s.requests,
+        ),
+        (
+            "freshet_serving_kafka_responses_total",
+            "Responses acknowledged by the brokers.",
+            |s| s.responses,
+        ),
+        (
+            "freshet_serving_kafka_dead_letters_total",
+            "Malformed requests sent to the dead-letter topic.",
+            |s| s.dead_letters,
+        ),
+        (
+            "freshet_serving_kafka_failed_total",
+            "Requests answered with an error (store or model failure).",
+            |s| s.failed,
+        ),
+    ];
+    for (name, help, pick) in counters {
+        family(out, name, "counter", help);
+        for s in tables {
+            let _ = writeln!(
+                out,
+                "{name}{{serving=\"{}\"}} {}",
+                escape_label(&s.name),
+                pick(s)
+            );
+        }
+    }
+    family(
+        out,
+        "freshet_serving_kafka_in_flight",
+        "gauge",
+        "Requests read whose response is not yet acknowledged.",
+    );
+    for s in tables {
+        let _ = writeln!(
+            out,
+            "freshet_serving_kafka_in_flight{{serving=\"{}\"}} {}",
+            escape_label(&s.name),
+            s.in_flight
+        );
+    }
+    family(
+        out,
+        "freshet_serving_kafka_latency_seconds",
+        "summary",
+        "Time from reading a request to the brokers acknowledging its response (HDR histogram quantiles).",
+    );
+    for s in tables {
+        for (q, seconds) in &s.latency_quantiles {
+            let _ = writeln!(
+                out,
+                "freshet_serving_kafka_latency_seconds{{serving=\"{}\",quantile=\"{q}\"}} {seconds}",
+                escape_label(&s.name)
+            );
+        }
     }
 }

@@ -305,10 +305,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         base: std::path::PathBuf::from("."),
         whole_input: false,
     };
-    let models = Arc::new(crate::learn::ModelRunner::start_with_drift(
+    let models = Arc::new(crate::learn::ModelRunner::start(
         &spec,
-        None,
-        Some(&streams),
+        crate::learn::RunnerOptions {
+            streams: Some(&streams),
+            ..Default::default()
+        },
     )?);
     let summaries = models.summaries();
     let store: Arc<dyn OnlineStore> = Arc::new(freshet_store::MemoryStore::new());
@@ -329,7 +331,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let scorer = crate::serving::RegistryScorer::new(&spec, models.registries());
     let mut state = freshet_serve::AppState::new(store.clone(), metrics.clone())
         .with_drift(board.clone())
-        .with_models(Arc::new(scorer));
+        .with_models(Arc::new(scorer))
+        .with_learners(Arc::new(crate::serving::SummaryBoard(summaries.clone())));
     if let Some(token) = crate::serving::admin_token_from_env()? {
         state = state.with_admin_token(token);
     }

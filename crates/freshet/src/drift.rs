@@ -195,10 +195,12 @@ fn snapshot(args: &SnapshotArgs) -> anyhow::Result<()> {
             base: crate::model_drift::base_of(&args.pipeline),
             whole_input: true,
         };
-        Some(Arc::new(ModelRunner::start_with_drift(
+        Some(Arc::new(ModelRunner::start(
             &spec,
-            None,
-            Some(&streams),
+            crate::learn::RunnerOptions {
+                streams: Some(&streams),
+                ..Default::default()
+            },
         )?))
     } else {
         None

@@ -1,9 +1,12 @@
 //! Online models in `freshet replay`: one learner thread per `[[model]]`, fed by the dataflow's
-//! model operator (examples and labels in event-time order), joining delayed labels
-//! ([`LabelJoin`]), learning prequentially (predict, then learn) and writing `models.jsonl`.
+//! model operator with labelled examples in event-time order (delayed labels are joined in the
+//! dataflow, see `freshet_features::model`), learning prequentially (predict, then learn) and
+//! writing `models.jsonl`.
 //!
 //! The sink batches what the dataflow hands it and sends the batches over a bounded channel,
 //! so the learner runs beside the timely workers and slows them down only when it falls behind.
+//! Drift monitors over a model's scores and errors run in its learner thread
+//! ([`crate::model_drift`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,11 +19,9 @@ use anyhow::Context;
 use freshet_core::event::Scalar;
 use freshet_core::model::ModelSpec;
 use freshet_core::spec::PipelineSpec;
-use freshet_features::model::{LabelRow, ModelRow};
-use freshet_features::ModelSink;
-use freshet_learn::{
-    Example, JoinOutcome, LabelJoin, Learner, LearnerOptions, ModelSummary, Value,
-};
+use freshet_features::model::ModelRow;
+use freshet_features::{JoinCounts, ModelSink};
+use freshet_learn::{Example, Learner, LearnerOptions, ModelSummary, Value};
 
 /// Items sent to a learner thread in one message.
 const BATCH_ITEMS: usize = 1024;
@@ -29,8 +30,9 @@ const CHANNEL_BATCHES: usize = 64;
 
 enum Item {
     Row(ModelRow),
-    Label(LabelRow),
-    Watermark(u64),
+    Joins(JoinCounts),
+    /// Learn what is ready, write a checkpoint, and report.
+    Checkpoint(SyncSender<anyhow::Result<()>>),
 }
 
 /// Items waiting to be sent, and the sender (`None` once closed).
@@ -71,12 +73,14 @@ impl Channel {
 pub struct ModelReport {
     /// The models.jsonl line.
     pub summary: ModelSummary,
-    /// Labels joined to an example, labels without one, examples expired unlabelled.
+    /// Labels joined to an example (delayed labels).
     pub joined: u64,
-    /// Labels with no waiting example.
+    /// Labels that labelled no example: late (after `max_delay`), unknown key, or duplicate.
     pub unmatched: u64,
     /// Examples whose label did not come within `max_delay`.
     pub expired: u64,
+    /// Examples still waiting for their label when the input ended.
+    pub pending: u64,
     /// Examples skipped for an unusable label.
     pub rejected: u64,
 }
@@ -92,24 +96,40 @@ pub struct ModelRunner {
     registries: HashMap<String, freshet_learn::ModelRegistry>,
 }
 
+/// How [`ModelRunner::start`] runs the learners.
+#[derive(Default, Clone, Copy)]
+pub struct RunnerOptions<'a> {
+    /// Each model resumes from its checkpoint in this directory, checkpoints every
+    /// `checkpoint_every` updates (see `on_request`) and once more at the end.
+    pub checkpoints: Option<&'a Path>,
+    /// The learners checkpoint only when [`ModelRunner::checkpoint`] asks (and at the end), not
+    /// every `checkpoint_every` updates, so that `freshet run` can tie their checkpoints to the
+    /// dataflow's.
+    pub on_request: bool,
+    /// The drift monitors that read a model's score and error streams run in its learner
+    /// thread ([`crate::model_drift`]) and deliver there; every caller that runs a pipeline's
+    /// monitors should pass them.
+    pub streams: Option<&'a ModelStreams>,
+}
+
 impl ModelRunner {
-    /// Starts a learner thread for every model of `spec` (features already expanded). With
-    /// `checkpoints`, each model resumes from its checkpoint there, checkpoints every
-    /// `checkpoint_every` updates and once more at the end. With `streams`, the drift monitors
-    /// that read a model's score and error streams run in its learner thread
-    /// ([`crate::model_drift`]) and deliver there; every caller that runs a pipeline's monitors
-    /// should pass them.
-    pub fn start_with_drift(
-        spec: &PipelineSpec,
-        checkpoints: Option<&Path>,
-        streams: Option<&ModelStreams>,
-    ) -> anyhow::Result<Self> {
+    /// Starts a learner thread for every model of `spec` (features already expanded), as
+    /// `options` say.
+    pub fn start(spec: &PipelineSpec, options: RunnerOptions<'_>) -> anyhow::Result<Self> {
+        let RunnerOptions {
+            checkpoints,
+            on_request,
+            streams,
+        } = options;
         let mut channels = HashMap::new();
         let mut threads = Vec::new();
         let summaries: Summaries = Arc::default();
         let mut registries = HashMap::new();
         for model in &spec.models {
-            let m = model.get_ref().clone();
+            let mut m = model.get_ref().clone();
+            if on_request {
+                m.checkpoint_every = 0;
+            }
             let options = LearnerOptions {
                 checkpoint_dir: checkpoints.map(Path::to_path_buf),
                 ..LearnerOptions::default()
@@ -117,6 +137,9 @@ impl ModelRunner {
             let learner = Learner::resume(&m, m.features.clone(), options)
                 .with_context(|| format!("model `{}`", m.name))?;
             registries.insert(m.name.clone(), learner.registry());
+            if let Ok(mut board) = summaries.lock() {
+                board.insert(m.name.clone(), learner.summary());
+            }
             let drift = match streams {
                 Some(s) => ModelDrift::for_model(spec, &m.name, s)?,
                 None => None,
@@ -151,6 +174,23 @@ impl ModelRunner {
     /// The latest metrics of every model.
     pub fn summaries(&self) -> Summaries {
         self.summaries.clone()
+    }
+
+    /// Has every learner learn what it was handed so far and write its checkpoint; returns once
+    /// all have, or with the first failure (`timeout` for each learner to answer).
+    pub fn checkpoint(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        let mut waiting = Vec::new();
+        for (name, channel) in &self.channels {
+            let (tx, rx) = sync_channel(1);
+            channel.push(Item::Checkpoint(tx), true);
+            waiting.push((name, rx));
+        }
+        for (name, rx) in waiting {
+            rx.recv_timeout(timeout).map_err(|_| {
+                anyhow::anyhow!("model `{name}`: the learner did not checkpoint within {timeout:?}")
+            })??;
+        }
+        Ok(())
     }
 
     /// Waits for every learner and writes `models.jsonl` (one line per model) to `path`.
@@ -194,15 +234,9 @@ impl ModelSink for ModelRunner {
         }
     }
 
-    fn label(&self, model: &str, label: LabelRow) {
+    fn joins(&self, model: &str, counts: JoinCounts) {
         if let Some(c) = self.channels.get(model) {
-            c.push(Item::Label(label), false);
-        }
-    }
-
-    fn watermark(&self, model: &str, watermark_ms: u64) {
-        if let Some(c) = self.channels.get(model) {
-            c.push(Item::Watermark(watermark_ms), false);
+            c.push(Item::Joins(counts), false);
         }
     }
 
@@ -230,17 +264,6 @@ fn label_value(s: &Scalar) -> Option<f32> {
         Scalar::Bool(b) => Some(f32::from(u8::from(*b))),
         Scalar::Str(s) => s.trim().parse::<f32>().ok().filter(|v| v.is_finite()),
         _ => None,
-    }
-}
-
-/// The join key's text: the same value read from either source gives the same key.
-fn key_text(s: &Scalar) -> Option<String> {
-    match s {
-        Scalar::Null => None,
-        Scalar::Num(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => Some(format!("{}", *n as i64)),
-        Scalar::Num(n) => Some(n.to_string()),
-        Scalar::Bool(b) => Some(b.to_string()),
-        Scalar::Str(s) => Some(s.to_string()),
     }
 }
 
@@ -278,54 +301,45 @@ fn learn(
     board: &Summaries,
     mut drift: Option<ModelDrift>,
 ) -> anyhow::Result<ModelReport> {
-    let mut join: LabelJoin<String> = LabelJoin::from_spec(&spec.label);
-    let max_delay = join.max_delay_ms();
-    let delayed = spec.label.source.is_some();
+    let mut joins = JoinCounts::default();
     let mut ready: Vec<Example> = Vec::new();
     let mut rejected = 0u64;
     for batch in rx {
         for item in batch {
             match item {
                 Item::Row(row) => {
-                    if let Some(d) = drift.as_mut() {
-                        d.saw(row.ts_ms);
+                    if let (Some(d), Some(_)) = (drift.as_mut(), &row.label) {
+                        // the dataflow releases rows in order of outcome time
+                        // (`ModelRow::outcome_ms`): every outcome before this one's is known.
+                        // A row without a label (served requests) is no outcome and no clock.
+                        d.saw(row.outcome_ms);
+                        d.watermark(row.outcome_ms, ready.is_empty())?;
                     }
-                    let values: Vec<Value> = row.values.iter().map(value).collect();
-                    if delayed {
-                        if let Some(key) = key_text(&row.key) {
-                            join.log(key, row.ts_ms, values);
+                    match row.label.as_ref().and_then(label_value) {
+                        Some(label) => {
+                            ready.push(Example {
+                                values: row.values.iter().map(value).collect(),
+                                label,
+                            });
+                            if let Some(d) = drift.as_mut() {
+                                d.queued(row.outcome_ms);
+                            }
                         }
-                    } else if let Some(label) = row.label.as_ref().and_then(label_value) {
-                        ready.push(Example { values, label });
-                        if let Some(d) = drift.as_mut() {
-                            d.queued(row.ts_ms);
-                        }
-                    } else {
-                        rejected += 1;
+                        None => rejected += 1,
                     }
                 }
-                Item::Label(l) => {
-                    expire(&mut join, l.ts_ms, max_delay, &mut ready, drift.as_mut());
-                    if let Some(d) = drift.as_mut() {
-                        d.saw(l.ts_ms);
-                    }
-                    let (Some(key), Some(label)) = (key_text(&l.key), label_value(&l.label)) else {
-                        rejected += 1;
-                        continue;
-                    };
-                    if let JoinOutcome::Joined(mut example) = join.label(&key, label) {
-                        example.label = label;
-                        ready.push(example);
-                        if let Some(d) = drift.as_mut() {
-                            d.queued(l.ts_ms);
-                        }
-                    }
-                }
-                Item::Watermark(w) => {
-                    expire(&mut join, w, max_delay, &mut ready, drift.as_mut());
-                    if let Some(d) = drift.as_mut() {
-                        d.watermark(w, ready.is_empty())?;
-                    }
+                Item::Joins(counts) => joins = counts,
+                Item::Checkpoint(done) => {
+                    let result = step(&mut learner, &mut ready, &spec.name, drift.as_mut());
+                    let result = result.and_then(|r| {
+                        rejected += r;
+                        learner
+                            .checkpoint()
+                            .map(drop)
+                            .with_context(|| format!("model `{}`: checkpoint", spec.name))
+                    });
+                    // the caller gone means it gave up waiting: nothing to report to
+                    let _ = done.send(result);
                 }
             }
             if ready.len() >= spec.batch_size.max(1) * 16 {
@@ -354,28 +368,12 @@ fn learn(
     }
     Ok(ModelReport {
         summary: learner.summary(),
-        joined: join.joined,
-        unmatched: join.unmatched,
-        expired: join.expired,
+        joined: joins.joined,
+        unmatched: joins.unmatched,
+        expired: joins.expired,
+        pending: joins.pending,
         rejected,
     })
-}
-
-/// Moves the examples that expire by `watermark_ms` to `ready` (each with its outcome time, the
-/// instant it expired, for the drift monitors).
-fn expire(
-    join: &mut LabelJoin<String>,
-    watermark_ms: u64,
-    max_delay_ms: u64,
-    ready: &mut Vec<Example>,
-    mut drift: Option<&mut ModelDrift>,
-) {
-    for (ts, example) in join.expire_timed(watermark_ms) {
-        ready.push(example);
-        if let Some(d) = drift.as_deref_mut() {
-            d.queued(ts.saturating_add(max_delay_ms));
-        }
-    }
 }
 
 /// `freshet models ...`: the checkpoints in a models directory.

@@ -5,6 +5,7 @@ mod demo;
 mod drift;
 mod kafka_cmds;
 mod learn;
+mod live;
 mod model_drift;
 mod output;
 mod replay;

@@ -6,15 +6,21 @@
 //! example's *outcome time*, the event time at which its label became known:
 //! - a label field of the example's own event: the event's time;
 //! - a delayed label joined to it: the label event's time;
-//! - an example learned as negative when its label did not come (`unlabeled = "negative"`): its
-//!   event time plus `max_delay` (the instant it expired).
+//! - an example learned as negative when its label did not come (`unlabeled = "negative"`): the
+//!   end of its wait, its event time plus `max_delay` plus one millisecond (the instant the
+//!   dataflow's join expires it).
 //!
-//! Guarantees: the learner receives rows, labels and watermarks in event-time order; after a
-//! watermark `w` every outcome before `w` is known (labels up to `w` have arrived, and examples
-//! expiring before `w` have expired). The monitors advance to `w` only once every example made
-//! ready before it has been scored, so windows, detectors and alerts are those of the outcome
-//! values in event-time order, whatever the batching. Scoring is not moved: the learner batches
-//! exactly as without monitors.
+//! That time is [`freshet_features::model::ModelRow::outcome_ms`], set where the dataflow
+//! releases the row.
+//!
+//! Guarantees: the dataflow releases a model's rows in order of outcome time, every row of one
+//! time in the same release, so when a row of outcome time `t` reaches the learner every outcome
+//! before `t` is known: `t` is the monitors' watermark. The monitors advance to it only once
+//! every example made ready before it has been scored (values are held and ingested sorted by
+//! time, then content), so windows, detectors and alerts are those of the outcome values in
+//! event-time order, whatever the batching. Scoring is not moved: the learner batches exactly as
+//! without monitors. The monitors advance only as rows come: a model that receives no row keeps
+//! its last windows open until one comes or the input ends.
 
 use std::path::Path;
 use std::sync::Arc;

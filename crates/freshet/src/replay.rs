@@ -114,10 +114,13 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         base: crate::model_drift::base_of(&args.pipeline),
         whole_input: false,
     };
-    let models = Arc::new(crate::learn::ModelRunner::start_with_drift(
+    let models = Arc::new(crate::learn::ModelRunner::start(
         &spec,
-        args.models_dir.as_deref(),
-        Some(&streams),
+        crate::learn::RunnerOptions {
+            checkpoints: args.models_dir.as_deref(),
+            streams: Some(&streams),
+            ..Default::default()
+        },
     )?);
     let metrics = Arc::new(PipelineMetrics::new());
     let outputs = Outputs {
@@ -167,6 +170,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
                 json!({"model": r.summary.model, "examples": r.summary.cumulative.examples,
                     "accuracy": r.summary.cumulative.accuracy, "labels_joined": r.joined,
                     "labels_unmatched": r.unmatched, "expired_unlabelled": r.expired,
+                    "pending_at_end": r.pending,
                     "rejected": r.rejected})
             })
             .collect();

@@ -9,6 +9,9 @@
 //! `--state-dir`, and only then are the offsets committed to the consumer group. A restart loads
 //! the checkpoint and reads each partition from its recorded position. SIGTERM or SIGINT takes
 //! a final checkpoint (every vector written as of the final head) and exits.
+//!
+//! Models (`[[model]]`) learn on threads beside the dataflow and checkpoint with it into
+//! `--state-dir/models`; `[[serving]]` tables answer Kafka request topics (see [`crate::live`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -154,11 +157,33 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("cannot listen on {addr}"))?;
     let board = Arc::new(DriftBoard::new(&spec));
-    let state = AppState::new(store.clone(), metrics.clone()).with_drift(board.clone());
+    // drift alerts (the board, the alert topics, webhooks), created before the models: the
+    // monitors over model scores and errors deliver from the learner threads
+    let delivery = crate::drift::AlertDelivery::start_live(
+        &spec,
+        Arc::new(BoardDrift {
+            board: board.clone(),
+        }),
+        &producer,
+    )?;
+    let streams = crate::model_drift::ModelStreams {
+        sink: delivery.sink(),
+        base: crate::model_drift::base_of(&args.pipeline),
+        whole_input: false,
+    };
+    let models = crate::live::LiveModels::start(&spec, &args.state_dir, &streams)?;
+    let serving_board = Arc::new(freshet_kafka::RequestLoopBoard::default());
+    let state = models
+        .serve(
+            &spec,
+            AppState::new(store.clone(), metrics.clone()).with_drift(board.clone()),
+        )?
+        .with_kafka_serving(serving_board.clone());
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(freshet_serve::serve(listener, state.clone(), async {
         let _ = shutdown_rx.await;
     }));
+    let serving = crate::live::KafkaServing::start(&spec, &state, &models, &serving_board)?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -181,10 +206,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         });
     }
 
-    // drift alerts: the board, the alert topics, webhooks
-    let delivery =
-        crate::drift::AlertDelivery::start_live(&spec, Arc::new(BoardDrift { board }), &producer)?;
-
     // dataflow
     let control = Arc::new(Control::new());
     let outputs = Outputs {
@@ -192,7 +213,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         changelog,
         dead_letters,
         drift: delivery.sink(),
-        models: Arc::new(freshet_features::DiscardModels),
+        models: models.runner(),
         metrics: metrics.clone(),
         flush_interval: LIVE_FLUSH_INTERVAL,
     };
@@ -220,8 +241,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         metrics: &metrics,
         dir: &args.state_dir,
         dataflow: &dataflow,
+        models: &models,
     };
     let result = coordinator.drive(&stop, args.checkpoint_interval);
+    let served = serving.stop();
     if result.is_err() {
         // let the dataflow go: its sources release their inputs at the next resume
         control.stop();
@@ -235,11 +258,20 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     if let Err(e) = producer.finish(Duration::from_secs(30)) {
         tracing::warn!(error = %e, "changelog records after the last checkpoint not delivered");
     }
+    // the dataflow ended the learners' input: they learn what it released last and checkpoint
+    // (their drift monitors deliver the last windows before the alerts are drained)
+    let learned = if flow.is_ok() {
+        models.finish()
+    } else {
+        Ok(())
+    };
     finish_alerts(&delivery);
     let _ = shutdown_tx.send(());
     let _ = runtime.block_on(server);
     result?;
     flow?;
+    served?;
+    learned?;
     eprintln!(
         "freshet run: stopped at a checkpoint ({} events)",
         PipelineMetrics::get(&metrics.events_total)
@@ -346,6 +378,7 @@ struct Coordinator<'a> {
     dir: &'a std::path::Path,
     dataflow:
         &'a std::thread::JoinHandle<Result<freshet_features::RunStats, freshet_features::RunError>>,
+    models: &'a crate::live::LiveModels,
 }
 
 impl Coordinator<'_> {
@@ -402,6 +435,11 @@ impl Coordinator<'_> {
                 Err(e) => bail!("changelog/dead-letter delivery failed: {e}"),
             }
         }
+        // models first: a crash between the two leaves them a little ahead of the dataflow
+        // (the examples of one interval learned twice), never behind it
+        self.models
+            .checkpoint()
+            .with_context(|| format!("checkpoint {epoch}: models"))?;
         checkpoint.write(self.dir)?;
         PipelineMetrics::add(&self.metrics.checkpoints_total, 1);
         // the checkpoint holds the positions a restart uses; the group's offsets follow it

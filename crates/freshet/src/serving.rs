@@ -7,6 +7,7 @@
 //! never writes to it.
 
 mod bench;
+pub mod kafka;
 
 #[cfg(test)]
 mod tests;
@@ -16,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use freshet_core::metrics::{LearnerBoard, LearnerMetrics, LearnerWindow};
 use freshet_core::serving::{
     InputSource, InputValue, ModelDescription, ModelInput, ModelVersion, ScoreError, Scorer,
 };
@@ -197,5 +199,41 @@ pub fn print_sample_prediction(addr: SocketAddr, model: &str) {
             }
         }
         Err(e) => println!("  predict {model}: request failed: {e}"),
+    }
+}
+
+/// The learners' latest metrics ([`crate::learn::Summaries`]) as the `/metrics` board reads
+/// them.
+pub struct SummaryBoard(pub crate::learn::Summaries);
+
+fn window(values: &freshet_learn::MetricValues) -> LearnerWindow {
+    LearnerWindow {
+        examples: values.examples,
+        logloss: values.logloss,
+        accuracy: values.accuracy,
+        auc: values.auc,
+        mae: values.mae,
+        rmse: values.rmse,
+        rows_per_s: values.rows_per_s,
+    }
+}
+
+impl LearnerBoard for SummaryBoard {
+    fn snapshot(&self) -> Vec<LearnerMetrics> {
+        let Ok(board) = self.0.lock() else {
+            return Vec::new();
+        };
+        let mut models: Vec<LearnerMetrics> = board
+            .values()
+            .map(|s| LearnerMetrics {
+                model: s.model.clone(),
+                version: s.version,
+                updates: s.updates,
+                cumulative: window(&s.cumulative),
+                rolling: window(&s.rolling),
+            })
+            .collect();
+        models.sort_by(|a, b| a.model.cmp(&b.model));
+        models
     }
 }

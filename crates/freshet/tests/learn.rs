@@ -149,9 +149,101 @@ device = "cpu"
     // gen.py labels every transaction within its max delay: every label joins
     assert_eq!(summary["models"][0]["labels_joined"], labels);
     assert_eq!(summary["models"][0]["labels_unmatched"], 0);
+    assert_eq!(summary["models"][0]["expired_unlabelled"], 0);
+    assert_eq!(summary["models"][0]["pending_at_end"], 0);
     assert_eq!(m["examples"], labels);
     assert!(m["accuracy"].as_f64().expect("accuracy") > 0.5);
     assert!(m["auc"].as_f64().is_some());
+    // the join pairs the same examples and labels with three workers (the served feature
+    // values themselves follow each worker's head, so the metrics may differ slightly)
+    let out3 = dir.path().join("out3");
+    let mut args = vec![
+        "replay".to_owned(),
+        "--pipeline".to_owned(),
+        pipeline.display().to_string(),
+        "--out".to_owned(),
+        out3.display().to_string(),
+        "--workers".to_owned(),
+        "3".to_owned(),
+    ];
+    for i in &inputs {
+        args.extend(["--input".to_owned(), i.clone()]);
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = freshet(&argv);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let three: Value =
+        serde_json::from_str(stdout.lines().last().expect("summary")).expect("summary json");
+    for field in [
+        "examples",
+        "labels_joined",
+        "labels_unmatched",
+        "expired_unlabelled",
+    ] {
+        assert_eq!(
+            three["models"][0][field], summary["models"][0][field],
+            "{field}"
+        );
+    }
+}
+
+#[test]
+fn a_label_source_keyed_by_its_join_key_joins_every_label() {
+    // the label source's entity is the join key: the decoder reads the key from the entity
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(
+        &pipeline,
+        r#"
+[[source]]
+name = "transactions"
+entity = "card_id"
+event_time = "ts"
+
+[[source]]
+name = "labels"
+entity = "event_id"
+event_time = "ts"
+
+[[model]]
+name = "fraud"
+kind = "logistic_regression"
+features = ["transactions.amount"]
+label = { source = "labels", join_key = "event_id", field = "label", max_delay = "1m" }
+batch_size = 4
+device = "cpu"
+"#,
+    )
+    .expect("write");
+    let (mut txns, mut labels) = (String::new(), String::new());
+    for i in 0..40u64 {
+        let ts = 1_000_000 + i * 1_000;
+        let amount = (i % 7) as f64 * 10.0;
+        txns.push_str(&format!(
+            "{{\"event_id\":{i},\"card_id\":\"c{}\",\"ts\":{ts},\"amount\":{amount}}}\n",
+            i % 3
+        ));
+        labels.push_str(&format!(
+            "{{\"event_id\":{i},\"ts\":{},\"label\":{}}}\n",
+            ts + 5_000,
+            u8::from(amount > 30.0)
+        ));
+    }
+    std::fs::write(dir.path().join("t.jsonl"), txns).expect("write");
+    std::fs::write(dir.path().join("l.jsonl"), labels).expect("write");
+    let inputs = [
+        format!("transactions={}", dir.path().join("t.jsonl").display()),
+        format!("labels={}", dir.path().join("l.jsonl").display()),
+    ];
+    let (summary, models) = replay(&pipeline, &inputs, &dir.path().join("out"));
+    assert_eq!(summary["models"][0]["labels_joined"], 40, "{summary}");
+    assert_eq!(summary["models"][0]["labels_unmatched"], 0, "{summary}");
+    assert_eq!(models[0]["examples"], 40);
 }
 
 #[test]

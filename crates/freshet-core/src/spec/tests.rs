@@ -297,3 +297,73 @@ fn model_stream_features_are_told_apart_from_sources_and_views() {
         "{err}"
     );
 }
+
+const SERVING_BASE: &str = r#"[kafka]
+brokers = "127.0.0.1:9092"
+
+[[source]]
+name = "transactions"
+entity = "card_id"
+event_time = "ts"
+
+[[model]]
+name = "fraud"
+kind = "logistic_regression"
+features = ["transactions.amount"]
+label = { field = "y" }
+"#;
+
+fn serving(body: &str) -> Result<PipelineSpec, SpecError> {
+    parse(&format!("{SERVING_BASE}\n[[serving]]\n{body}"))
+}
+
+#[test]
+fn serving_tables_parse_with_their_defaults() {
+    let spec = serving(
+        "name = \"f\"\nmodel = \"fraud\"\nrequest_topic = \"fraud.requests\"\nresponse_topic = \"fraud.responses\"\n\n[[serving]]\nname = \"q\"\nkind = \"features\"\nrequest_topic = \"fq\"\nresponse_topic = \"fr\"\ndead_letter_topic = \"dl\"\nbatch_size = 8\nmax_in_flight = 64\n",
+    )
+    .expect("valid");
+    let f = spec.serving[0].get_ref();
+    assert_eq!(f.kind, ServingKind::Predict);
+    assert_eq!(f.dead_letter_topic(), "fraud.requests.dead_letter");
+    assert_eq!(
+        (f.batch_size, f.max_in_flight, f.log_features),
+        (
+            serving::DEFAULT_SERVING_BATCH,
+            serving::DEFAULT_MAX_IN_FLIGHT,
+            true
+        )
+    );
+    let q = spec.serving[1].get_ref();
+    assert_eq!(
+        (q.kind, q.batch_size, q.dead_letter_topic().as_str()),
+        (ServingKind::Features, 8, "dl")
+    );
+}
+
+#[test]
+fn serving_errors_name_the_line_and_what_was_expected() {
+    let line_of_table = SERVING_BASE.lines().count() + 2;
+    let cases = [
+        ("name = \"f\"\nrequest_topic = \"a\"\nresponse_topic = \"b\"\n", "needs model"),
+        ("name = \"f\"\nmodel = \"nope\"\nrequest_topic = \"a\"\nresponse_topic = \"b\"\n", "model `nope` is not a [[model]]; expected one of: fraud"),
+        ("name = \"f\"\nkind = \"features\"\nmodel = \"fraud\"\nrequest_topic = \"a\"\nresponse_topic = \"b\"\n", "takes no model"),
+        ("name = \"f\"\nmodel = \"fraud\"\nrequest_topic = \"a\"\nresponse_topic = \"a\"\n", "must differ"),
+        ("name = \"f\"\nmodel = \"fraud\"\nrequest_topic = \"a b\"\nresponse_topic = \"b\"\n", "request_topic: expected a Kafka topic name"),
+        ("name = \"f\"\nmodel = \"fraud\"\nrequest_topic = \"a\"\nresponse_topic = \"b\"\nbatch_size = 0\n", "batch_size must be at least 1"),
+        ("name = \"f\"\nmodel = \"fraud\"\nrequest_topic = \"a\"\nresponse_topic = \"b\"\nbatch_size = 10\nmax_in_flight = 5\n", "max_in_flight (5) must be at least batch_size (10)"),
+    ];
+    for (body, want) in cases {
+        let err = serving(body).expect_err(body);
+        assert!(err.message.contains(want), "{body}: {err}");
+        assert_eq!(err.line, line_of_table, "{err}");
+        assert!(err.to_string().starts_with("p.toml:"), "{err}");
+    }
+    let err = serving("name = \"f\"\nmodel = \"fraud\"\nrequest_topic = \"a\"\nresponse_topic = \"b\"\nretries = 3\n")
+        .expect_err("unknown key");
+    assert!(err.message.contains("unknown field `retries`"), "{err}");
+    assert_eq!(err.line, line_of_table + 5, "{err}");
+    let err = parse("[[serving]]\nname = \"f\"\nkind = \"features\"\nrequest_topic = \"a\"\nresponse_topic = \"b\"\n")
+        .expect_err("no kafka");
+    assert!(err.message.contains("add a [kafka] section"), "{err}");
+}

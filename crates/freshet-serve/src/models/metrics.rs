@@ -2,7 +2,7 @@
 //! missing inputs, shadow comparisons; and their Prometheus exposition.
 //!
 //! Label values are bounded: `model` and `input` come from the pipeline, `endpoint` is
-//! `predict` or `infer`, and `version` takes only the versions a model holds (at most
+//! `predict`, `infer` or `kafka`, and `version` takes only the versions a model holds (at most
 //! [`RECENT_VERSIONS`](super::RECENT_VERSIONS) plus the one its policy names): a version's
 //! series goes away when the model stops holding it.
 
@@ -35,15 +35,19 @@ pub(crate) enum Endpoint {
     Predict,
     /// `POST /v2/models/{name}[/versions/{v}]/infer`.
     Infer,
+    /// A request read from a Kafka request topic (`[[serving]]`); its latency is the scoring
+    /// of its batch, store lookups included.
+    Kafka,
 }
 
 impl Endpoint {
-    const ALL: [Self; 2] = [Self::Predict, Self::Infer];
+    const ALL: [Self; 3] = [Self::Predict, Self::Infer, Self::Kafka];
 
     fn name(self) -> &'static str {
         match self {
             Self::Predict => "predict",
             Self::Infer => "infer",
+            Self::Kafka => "kafka",
         }
     }
 
@@ -51,6 +55,7 @@ impl Endpoint {
         match self {
             Self::Predict => 0,
             Self::Infer => 1,
+            Self::Kafka => 2,
         }
     }
 }
@@ -86,7 +91,7 @@ impl Latencies {
 #[derive(Default)]
 struct LatencyBook {
     by_version: BTreeMap<(u64, Endpoint), Latencies>,
-    all: [Option<Latencies>; 2],
+    all: [Option<Latencies>; 3],
 }
 
 /// One shadow comparison: the same row scored by the serving and the shadow version.
@@ -128,7 +133,7 @@ pub(crate) struct ShadowSummary {
 /// Serving statistics of one model.
 pub(crate) struct ModelStats {
     latency: Mutex<LatencyBook>,
-    rows: [AtomicU64; 2],
+    rows: [AtomicU64; 3],
     /// Rows in which each input was missing, in input order.
     missing: Vec<AtomicU64>,
     shadow: Mutex<ShadowState>,
@@ -142,7 +147,7 @@ impl ModelStats {
     pub(crate) fn new(description: &ModelDescription) -> Self {
         Self {
             latency: Mutex::default(),
-            rows: [AtomicU64::new(0), AtomicU64::new(0)],
+            rows: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
             missing: description
                 .inputs
                 .iter()

@@ -249,22 +249,37 @@ fn feature_value(value: &FeatureValue) -> InputValue<'_> {
 
 /// One answer.
 #[derive(Serialize)]
-struct Prediction<'a> {
+pub(crate) struct Prediction<'a> {
     entity: &'a str,
     version: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     score: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    scores: Option<&'a [f32]>,
+    scores: Option<Vec<f32>>,
     features_as_of: Option<u64>,
     missing: Vec<&'a str>,
 }
 
+/// The answer to one predict request.
 #[derive(Serialize)]
-struct PredictResponse<'a> {
-    model: &'a str,
-    version: u64,
-    predictions: Vec<Prediction<'a>>,
+pub(crate) struct PredictResponse<'a> {
+    pub(crate) model: &'a str,
+    pub(crate) version: u64,
+    pub(crate) predictions: Vec<Prediction<'a>>,
+}
+
+/// One row as it was scored, for the feature log.
+pub struct ServedRow<'a> {
+    /// Index of the request (in the batch) the row belongs to.
+    pub request: usize,
+    /// The entity.
+    pub entity: &'a str,
+    /// The version that scored it.
+    pub version: u64,
+    /// The model's inputs as they were scored, in the model's input order.
+    pub values: &'a [InputValue<'a>],
+    /// The oldest `as_of` of the feature vectors read, if any was found.
+    pub features_as_of: Option<u64>,
 }
 
 /// Scores the rows `which` (row indices) of `values` (`inputs` values per row) with `version`,
@@ -368,20 +383,75 @@ pub(crate) async fn predict(
     let Path(name) = path?;
     let model = lookup(&state, &name)?;
     let Json(body) = body?;
-    let (rows, shared) = parse_rows(&body)?;
+    let answer = predict_many(
+        &*state.store,
+        &model,
+        &[&body],
+        Endpoint::Predict,
+        &mut |_| {},
+    )
+    .pop()
+    .unwrap_or(Err(ApiError::Internal))?;
+    let version = answer.version;
+    let mut response = Json(answer).into_response();
+    response.extensions_mut().insert(ModelTiming {
+        model: Arc::clone(&model),
+        version,
+        endpoint: Endpoint::Predict,
+    });
+    Ok(response)
+}
+
+/// Answers a batch of predict bodies (`{"entity": ..}` or `{"entities": [..]}`, plus optional
+/// `"fields"`) for `model`: one store call per view for every entity of the batch, one routing
+/// snapshot, rows grouped by the version that scores them. Each body gets its own answer or
+/// error, in order; `log` sees every row of a successful answer as it was scored.
+pub(crate) fn predict_many<'a>(
+    store: &dyn OnlineStore,
+    model: &'a ServedModel,
+    bodies: &[&'a Value],
+    endpoint: Endpoint,
+    log: &mut dyn FnMut(ServedRow<'_>),
+) -> Vec<Result<PredictResponse<'a>, ApiError>> {
+    let name = model.name();
     let routing = model.routing();
     if routing.latest.is_none() {
-        return Err(no_version(&name));
+        return bodies.iter().map(|_| Err(no_version(name))).collect();
     }
     let description = &model.description;
-    let (n, d, k) = (rows.len(), description.inputs.len(), description.outputs);
+    let (d, k) = (description.inputs.len(), description.outputs);
+    let mut errors: Vec<Option<ApiError>> = bodies.iter().map(|_| None).collect();
+    let mut rows: Vec<Row<'a>> = Vec::new();
+    // the request each row belongs to
+    let mut owner: Vec<usize> = Vec::new();
+    let mut shared: Vec<Option<&'a Fields>> = vec![None; bodies.len()];
+    for (i, body) in bodies.iter().enumerate() {
+        match parse_rows(body) {
+            Ok((parsed, fields)) => {
+                owner.extend(std::iter::repeat_n(i, parsed.len()));
+                rows.extend(parsed);
+                shared[i] = fields;
+            }
+            Err(e) => errors[i] = Some(e),
+        }
+    }
+    let n = rows.len();
+    let fail_all = |errors: Vec<Option<ApiError>>, e: ApiError| {
+        errors
+            .into_iter()
+            .map(|own| Err(own.unwrap_or_else(|| e.clone())))
+            .collect()
+    };
 
-    // One store call per view the model reads, for every entity of the request.
+    // One store call per view the model reads, for every entity of the batch.
     let keys: Vec<&str> = rows.iter().map(|r| r.entity).collect();
     let mut fetched: Vec<Fetched<'_>> = Vec::new();
     for view in &model.plan.views {
-        fetched.push(match view.positions(&*state.store) {
-            Some(positions) if n > 0 => Some((state.store.get_many(&view.view, &keys)?, positions)),
+        fetched.push(match view.positions(store) {
+            Some(positions) if n > 0 => match store.get_many(&view.view, &keys) {
+                Ok(vectors) => Some((vectors, positions)),
+                Err(e) => return fail_all(errors, ApiError::from(e)),
+            },
             _ => None,
         });
     }
@@ -403,6 +473,7 @@ pub(crate) async fn predict(
         }
     }
     for (r, row) in rows.iter().enumerate() {
+        let shared = shared[owner[r]];
         for input in &model.plan.fields {
             let own = row.fields.and_then(|f| {
                 f.get(&input.field)
@@ -423,7 +494,12 @@ pub(crate) async fn predict(
                 })
             });
             if let Some((value, key, at)) = found {
-                values[r * d + input.index] = field_value(value, &format!("{at}.{key}"))?;
+                match field_value(value, &format!("{at}.{key}")) {
+                    Ok(v) => values[r * d + input.index] = v,
+                    Err(e) => {
+                        errors[owner[r]].get_or_insert(e);
+                    }
+                }
             }
         }
     }
@@ -435,11 +511,10 @@ pub(crate) async fn predict(
             freshet_core::serving::TrafficPolicy::Canary { .. } => canary_bucket(row.entity),
             _ => 0,
         };
-        versions.push(
-            routing
-                .for_bucket(bucket)
-                .ok_or_else(|| no_version(&name))?,
-        );
+        match routing.for_bucket(bucket) {
+            Some(v) => versions.push(v),
+            None => return fail_all(errors, no_version(name)),
+        }
     }
     let mut scores = vec![0.0f32; n * k];
     let mut groups: Vec<(&Arc<dyn ModelVersion>, Vec<usize>)> = Vec::new();
@@ -450,11 +525,13 @@ pub(crate) async fn predict(
         }
     }
     for (version, members) in &groups {
-        score_into(&model, version, &values, members, &mut scores)?;
+        if let Err(e) = score_into(model, version, &values, members, &mut scores) {
+            return fail_all(errors, e);
+        }
     }
     let served_versions: Vec<u64> = versions.iter().map(|v| v.version()).collect();
     shadow_score(
-        &model,
+        model,
         &routing,
         &values,
         &scores,
@@ -462,9 +539,26 @@ pub(crate) async fn predict(
         rows.first().map(|r| r.entity),
     );
 
-    model.stats.add_rows(Endpoint::Predict, n);
-    let mut predictions = Vec::with_capacity(n);
+    model.stats.add_rows(endpoint, n);
+    let default_version = routing
+        .for_bucket(0)
+        .map(|v| v.version())
+        .unwrap_or_default();
+    let mut answers: Vec<Result<PredictResponse<'a>, ApiError>> = errors
+        .into_iter()
+        .map(|e| match e {
+            Some(e) => Err(e),
+            None => Ok(PredictResponse {
+                model: &description.name,
+                version: default_version,
+                predictions: Vec::new(),
+            }),
+        })
+        .collect();
     for (r, row) in rows.iter().enumerate() {
+        let Ok(answer) = &mut answers[owner[r]] else {
+            continue;
+        };
         let mut missing = Vec::new();
         for (i, input) in description.inputs.iter().enumerate() {
             if values[r * d + i].is_missing() {
@@ -473,32 +567,26 @@ pub(crate) async fn predict(
             }
         }
         let row_scores = &scores[r * k..(r + 1) * k];
-        predictions.push(Prediction {
+        if answer.predictions.is_empty() {
+            answer.version = served_versions[r];
+        }
+        log(ServedRow {
+            request: owner[r],
+            entity: row.entity,
+            version: served_versions[r],
+            values: &values[r * d..(r + 1) * d],
+            features_as_of: as_of[r],
+        });
+        answer.predictions.push(Prediction {
             entity: row.entity,
             version: served_versions[r],
             score: (k == 1).then(|| row_scores[0]),
-            scores: (k != 1).then_some(row_scores),
+            scores: (k != 1).then(|| row_scores.to_vec()),
             features_as_of: as_of[r],
             missing,
         });
     }
-    let version = served_versions
-        .first()
-        .copied()
-        .or_else(|| routing.for_bucket(0).map(|v| v.version()))
-        .unwrap_or_default();
-    let mut response = Json(PredictResponse {
-        model: &name,
-        version,
-        predictions,
-    })
-    .into_response();
-    response.extensions_mut().insert(ModelTiming {
-        model: Arc::clone(&model),
-        version,
-        endpoint: Endpoint::Predict,
-    });
-    Ok(response)
+    answers
 }
 
 #[derive(Serialize)]

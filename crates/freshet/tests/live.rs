@@ -1,0 +1,802 @@
+//! `freshet run` with a model and `[[serving]]` tables, end to end against a real
+//! Kafka-protocol broker and a real Redis (started by `scripts/test.sh`; skipped with a message
+//! when they are missing, except under `CI=true`, where the test fails).
+//!
+//! `gen.py txn` transactions and their delayed labels are produced to two topics; `freshet run`
+//! computes the card features into Redis and trains the fraud model from the label topic. Then:
+//! - `/metrics` shows the model learning (examples, version, prequential log loss, accuracy,
+//!   AUC, rows/s, cumulative and rolling);
+//! - prediction requests on the request topic are all answered on the response topic, keyed by
+//!   request id, with the model, a version, a score and the features' `as_of`; malformed ones
+//!   go to the dead-letter topic with their reason (and get an error answer when their id was
+//!   readable); the consumer goes on and its offsets are committed to the end of the topic;
+//! - feature queries are answered with vectors and `as_of` equal to what HTTP serves;
+//! - after SIGTERM the model's checkpoint is in the state directory, and a restart resumes from
+//!   it (same version or later, no examples lost from the metrics).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use freshet_kafka::client::consumer_config;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+use common::{freshet, FRESHET};
+
+const EVENTS: usize = 6_000;
+const REQUESTS: usize = 300;
+const FEATURE_QUERIES: usize = 20;
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The broker and Redis addresses, or `None` (skip) when either is missing outside CI.
+fn services() -> Option<(String, String)> {
+    let brokers =
+        std::env::var("FRESHET_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let redis = std::env::var("FRESHET_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let kafka_up = freshet_kafka::TopicAdmin::connect(&brokers, Duration::from_secs(5)).is_ok();
+    let redis_up = redis::Client::open(redis.as_str())
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+        .is_ok();
+    match (kafka_up, redis_up) {
+        (true, true) => Some((brokers, redis)),
+        _ if ci() => panic!(
+            "CI=true but Kafka ({brokers}: {kafka_up}) or Redis ({redis}: {redis_up}) is missing"
+        ),
+        _ => {
+            eprintln!("skipped: needs Kafka and Redis; run through scripts/test.sh");
+            None
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = freshet(args);
+    assert!(
+        out.status.success(),
+        "freshet {} failed:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The topics of one test: `(role, name, partitions)`.
+struct Topics {
+    names: BTreeMap<&'static str, String>,
+}
+
+impl Topics {
+    fn create(dir: &Path, brokers: &str) -> Self {
+        let roles: [(&str, u32); 9] = [
+            ("transactions", 2),
+            ("labels", 1),
+            ("changelog", 1),
+            ("dead", 1),
+            ("requests", 2),
+            ("responses", 2),
+            ("request_dead", 1),
+            ("fq", 1),
+            ("fr", 1),
+        ];
+        let topics_dir = dir.join("topics");
+        std::fs::create_dir_all(&topics_dir).expect("mkdir");
+        let mut names = BTreeMap::new();
+        for (role, partitions) in roles {
+            let name = unique(&format!("live-{role}"));
+            std::fs::write(
+                topics_dir.join(format!("{name}.toml")),
+                format!("name = \"{name}\"\npartitions = {partitions}\nreplication_factor = 1\n"),
+            )
+            .expect("topic file");
+            names.insert(role, name);
+        }
+        run_ok(&[
+            "topics",
+            "apply",
+            "--brokers",
+            brokers,
+            "--dir",
+            &topics_dir.display().to_string(),
+        ]);
+        Self { names }
+    }
+
+    fn get(&self, role: &str) -> &str {
+        &self.names[role]
+    }
+}
+
+fn pipeline(dir: &Path, brokers: &str, redis: &str, t: &Topics, tag: &str, port: u16) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let foundation =
+        std::fs::read_to_string(root.join("tests/oracle/foundation.toml")).expect("foundation");
+    let body: String = foundation
+        .lines()
+        .filter(|l| !l.starts_with("[store]") && !l.starts_with("backend"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let body = body.replace(
+        "event_time = \"ts\"",
+        &format!("topic = \"{}\"\nevent_time = \"ts\"", t.get("transactions")),
+    );
+    let text = format!(
+        r#"[kafka]
+brokers = "{brokers}"
+group_id = "{tag}"
+
+[store]
+backend = "redis"
+url = "{redis}"
+key_prefix = "{tag}"
+
+[serve]
+listen = "127.0.0.1:{port}"
+
+{body}
+[[source]]
+name = "labels"
+topic = "{labels}"
+entity = "card_id"
+event_time = "ts"
+
+[[model]]
+name = "fraud"
+kind = "logistic_regression"
+features = ["card.txn_count_5m", "card.amount_mean_1h", "card.amount_std_1h", "card.merchants_1h", "transactions.amount", "transactions.country"]
+label = {{ source = "labels", join_key = "event_id", field = "label", max_delay = "10m" }}
+optimizer = {{ kind = "ftrl", alpha = 0.05, beta = 1.0, l1 = 0.0, l2 = 1.0 }}
+batch_size = 64
+
+[[serving]]
+name = "fraud_kafka"
+model = "fraud"
+request_topic = "{requests}"
+response_topic = "{responses}"
+dead_letter_topic = "{request_dead}"
+batch_size = 32
+max_in_flight = 128
+
+[[serving]]
+name = "card_features"
+kind = "features"
+request_topic = "{fq}"
+response_topic = "{fr}"
+dead_letter_topic = "{request_dead}"
+"#,
+        labels = t.get("labels"),
+        requests = t.get("requests"),
+        responses = t.get("responses"),
+        request_dead = t.get("request_dead"),
+        fq = t.get("fq"),
+        fr = t.get("fr"),
+    );
+    let path = dir.join(format!("{tag}.toml"));
+    std::fs::write(&path, text).expect("write pipeline");
+    path
+}
+
+fn start(pipeline: &Path, state: &Path, t: &Topics) -> Child {
+    Command::new(FRESHET)
+        .args(["run", "--pipeline"])
+        .arg(pipeline)
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--checkpoint-interval", "300ms"])
+        .args(["--changelog-topic", t.get("changelog")])
+        .args(["--dead-letter-topic", t.get("dead")])
+        .args(["--topics-dir", "/nonexistent"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("freshet run starts")
+}
+
+fn metrics(port: u16) -> Option<HashMap<String, f64>> {
+    let body = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .ok()?
+        .into_body()
+        .read_to_string()
+        .ok()?;
+    Some(
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+/// Waits until `ready` holds for the metrics, or fails after `limit`.
+fn wait_metrics(
+    child: &mut Child,
+    port: u16,
+    limit: Duration,
+    what: &str,
+    ready: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("freshet run exited early: {status}");
+        }
+        if let Some(m) = metrics(port) {
+            if ready(&m) {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "{what} within {limit:?}: {m:?}");
+        } else {
+            assert!(Instant::now() < deadline, "{what}: /metrics not answering");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn terminate(mut child: Child) {
+    let pid = child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(
+                status.success(),
+                "freshet run exited with {status} after SIGTERM"
+            );
+            return;
+        }
+        assert!(Instant::now() < deadline, "no exit within 60 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One message read back: key, payload, headers.
+type TopicMessage = (Option<String>, Vec<u8>, BTreeMap<String, String>);
+
+/// Reads `topic` from the beginning until `done` holds for what was read (or 60 s pass).
+fn consume_until(
+    brokers: &str,
+    topic: &str,
+    done: impl Fn(&[TopicMessage]) -> bool,
+) -> Vec<TopicMessage> {
+    let consumer: BaseConsumer = consumer_config(brokers, &unique("reader"))
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len());
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && !done(&out) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| {
+                            (
+                                x.key.to_owned(),
+                                String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push((
+                m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                m.payload().unwrap_or_default().to_vec(),
+                headers,
+            ));
+        }
+    }
+    out
+}
+
+fn produce_lines(brokers: &str, topic: &str, dir: &Path, name: &str, lines: &[String]) {
+    let file = dir.join(name);
+    std::fs::write(&file, lines.join("\n") + "\n").expect("write");
+    run_ok(&[
+        "produce",
+        "--brokers",
+        brokers,
+        "--topic",
+        topic,
+        &file.display().to_string(),
+        "--key-field",
+        "request_id",
+        "--topics-dir",
+        "/nonexistent",
+    ]);
+}
+
+/// The malformed prediction requests and the reason each must be dead-lettered with.
+fn malformed_requests() -> Vec<(String, &'static str, Option<&'static str>)> {
+    vec![
+        ("this is not json".to_owned(), "not valid JSON", None),
+        (
+            r#"{"entity":"c0000001"}"#.to_owned(),
+            "missing field `request_id`",
+            None,
+        ),
+        (
+            r#"{"request_id":"bad-entity","entity":5}"#.to_owned(),
+            "`entity` must be a string",
+            Some("bad-entity"),
+        ),
+        (
+            r#"{"request_id":"bad-field","entity":"c0000001","fields":{"amount":[1]}}"#.to_owned(),
+            "fields.amount",
+            Some("bad-field"),
+        ),
+    ]
+}
+
+#[test]
+fn kafka_requests_are_answered_while_the_model_learns_from_a_label_topic() {
+    let Some((brokers, redis)) = services() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let data = dir.path().join("data");
+    let gen = Command::new("python3")
+        .arg(root.join("tests/oracle/gen.py"))
+        .args(["txn", "--events", &EVENTS.to_string(), "--out"])
+        .arg(&data)
+        .status()
+        .expect("gen.py");
+    assert!(gen.success());
+    let topics = Topics::create(dir.path(), &brokers);
+    for (role, file) in [
+        ("transactions", "transactions.jsonl"),
+        ("labels", "labels.jsonl"),
+    ] {
+        run_ok(&[
+            "produce",
+            "--brokers",
+            &brokers,
+            "--topic",
+            topics.get(role),
+            &data.join(file).display().to_string(),
+            "--key-field",
+            "card_id",
+            "--topics-dir",
+            "/nonexistent",
+        ]);
+    }
+    let tag = unique("live");
+    let port = free_port();
+    let pipeline = pipeline(dir.path(), &brokers, &redis, &topics, &tag, port);
+    let state = dir.path().join("state");
+    let mut child = start(&pipeline, &state, &topics);
+
+    // the model learns from the label topic; /metrics shows it
+    let model = |m: &HashMap<String, f64>, name: &str| {
+        m.get(&format!("{name}{{model=\"fraud\"}}")).copied()
+    };
+    let m = wait_metrics(
+        &mut child,
+        port,
+        Duration::from_secs(120),
+        "the model learns",
+        |m| {
+            model(m, "freshet_model_examples_total").unwrap_or(0.0) >= 1000.0
+                && model(m, "freshet_model_version").unwrap_or(0.0) >= 1.0
+        },
+    );
+    for family in [
+        "freshet_model_logloss",
+        "freshet_model_accuracy",
+        "freshet_model_rows_per_second",
+    ] {
+        for window in ["cumulative", "rolling"] {
+            let key = format!("{family}{{model=\"fraud\",window=\"{window}\"}}");
+            let v = m.get(&key).copied();
+            assert!(v.is_some_and(f64::is_finite), "{key}: {v:?}");
+        }
+    }
+    let mut model_lines: Vec<String> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("freshet_model_"))
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    model_lines.sort();
+    eprintln!("model metrics:\n{}", model_lines.join("\n"));
+    let accuracy = m["freshet_model_accuracy{model=\"fraud\",window=\"cumulative\"}"];
+    assert!((0.0..=1.0).contains(&accuracy), "accuracy {accuracy}");
+    assert!(
+        m.contains_key("freshet_model_auc{model=\"fraud\",window=\"cumulative\"}"),
+        "AUC once both labels were seen"
+    );
+    assert!(model(&m, "freshet_model_updates_total").unwrap_or(0.0) >= 1.0);
+
+    // prediction requests, with malformed ones among them
+    let entities: Vec<String> = (0..50).map(|i| format!("c{i:07}")).collect();
+    let mut lines: Vec<String> = (0..REQUESTS)
+        .map(|i| {
+            json!({
+                "request_id": format!("r{i}"),
+                "entity": entities[i % entities.len()],
+                "fields": {"amount": 10.0 + i as f64, "country": "NG", "event_id": 1_000_000 + i},
+            })
+            .to_string()
+        })
+        .collect();
+    let malformed = malformed_requests();
+    for (k, (line, _, _)) in malformed.iter().enumerate() {
+        lines.insert(k * 50 + 7, line.clone());
+    }
+    lines.push(json!({"request_id": "two", "entities": ["c0000001", "nobody"]}).to_string());
+    produce_lines(
+        &brokers,
+        topics.get("requests"),
+        dir.path(),
+        "requests.jsonl",
+        &lines,
+    );
+    let valid = REQUESTS + 1;
+    let with_error_answers = malformed.iter().filter(|(_, _, id)| id.is_some()).count();
+    let responses = consume_until(&brokers, topics.get("responses"), |out| {
+        out.len() >= valid + with_error_answers
+    });
+    let mut by_id: BTreeMap<String, Value> = BTreeMap::new();
+    for (key, payload, _) in &responses {
+        let body: Value = serde_json::from_slice(payload).expect("a response is JSON");
+        let id = body["request_id"].as_str().expect("request_id").to_owned();
+        assert_eq!(key.as_deref(), Some(id.as_str()), "keyed by request id");
+        by_id.entry(id).or_insert(body);
+    }
+    for i in 0..REQUESTS {
+        let body = by_id
+            .get(&format!("r{i}"))
+            .unwrap_or_else(|| panic!("no answer to r{i}; {} answers", by_id.len()));
+        assert_eq!(body["model"], "fraud", "{body}");
+        assert!(body["version"].as_u64().is_some(), "{body}");
+        let score = body["score"].as_f64().expect("score");
+        assert!((0.0..=1.0).contains(&score), "{body}");
+        assert_eq!(
+            body["entity"],
+            entities[i % entities.len()].as_str(),
+            "{body}"
+        );
+        assert!(
+            body["features_as_of"].as_u64().is_some(),
+            "card exists: {body}"
+        );
+    }
+    let two = &by_id["two"];
+    let predictions = two["predictions"].as_array().expect("predictions");
+    assert_eq!(predictions.len(), 2, "{two}");
+    assert!(
+        predictions[1]["features_as_of"].is_null(),
+        "unknown entity: {two}"
+    );
+    assert!(
+        two.get("score").is_none(),
+        "two entities: scores per prediction"
+    );
+    for (_, reason, id) in &malformed {
+        if let Some(id) = id {
+            let error = by_id[*id]["error"].as_str().expect("error answer");
+            assert!(error.contains(reason), "{id}: {error}");
+        }
+    }
+
+    // the same prediction over HTTP names an existing version
+    let http: Value = ureq::post(&format!("http://127.0.0.1:{port}/v1/models/fraud/predict"))
+        .header("content-type", "application/json")
+        .send(r#"{"entity":"c0000001","fields":{"amount":10.0,"country":"NG"}}"#)
+        .expect("http predict")
+        .into_body()
+        .read_json()
+        .expect("json");
+    assert!(http["predictions"][0]["score"].as_f64().is_some(), "{http}");
+
+    // malformed requests in the dead-letter topic, with their reasons
+    let dead = consume_until(&brokers, topics.get("request_dead"), |out| {
+        out.len() >= malformed.len() + 1
+    });
+    for (line, reason, _) in &malformed {
+        let letter = dead
+            .iter()
+            .find(|(_, payload, _)| payload == line.as_bytes())
+            .unwrap_or_else(|| panic!("`{line}` not dead-lettered"));
+        let why = &letter.2["freshet.reason"];
+        assert!(why.contains(reason), "{line}: {why}");
+        assert_eq!(letter.2["freshet.source"], "fraud_kafka");
+        assert_eq!(letter.2["freshet.topic"], topics.get("requests"));
+    }
+
+    // feature queries, answered as HTTP answers them
+    let mut queries: Vec<String> = (0..FEATURE_QUERIES)
+        .map(|i| {
+            json!({"request_id": format!("q{i}"), "view": "card", "entities": [entities[i], "nobody"]})
+                .to_string()
+        })
+        .collect();
+    queries.push(json!({"request_id": "q-bad", "view": "nope", "entities": ["a"]}).to_string());
+    produce_lines(
+        &brokers,
+        topics.get("fq"),
+        dir.path(),
+        "queries.jsonl",
+        &queries,
+    );
+    let answers = consume_until(&brokers, topics.get("fr"), |out| {
+        out.len() > FEATURE_QUERIES
+    });
+    let answers: BTreeMap<String, Value> = answers
+        .iter()
+        .map(|(_, payload, _)| {
+            let v: Value = serde_json::from_slice(payload).expect("json");
+            (v["request_id"].as_str().expect("id").to_owned(), v)
+        })
+        .collect();
+    for i in 0..FEATURE_QUERIES {
+        let answer = &answers[&format!("q{i}")];
+        assert_eq!(answer["view"], "card");
+        let results = answer["results"].as_array().expect("results");
+        assert_eq!(results[0]["entity"], entities[i].as_str());
+        assert!(results[0]["as_of"].as_u64().is_some(), "{answer}");
+        assert_eq!(results[1]["found"], false, "{answer}");
+        let url = format!("http://127.0.0.1:{port}/v1/features/card/{}", entities[i]);
+        let http: Value = ureq::get(&url)
+            .call()
+            .expect("http")
+            .into_body()
+            .read_json()
+            .expect("json");
+        // the same vector as HTTP serves, or an older one of it (the stream may move on
+        // between the two reads)
+        let names = |v: &Value| -> Vec<String> {
+            v.as_object()
+                .map_or_else(Vec::new, |o| o.keys().cloned().collect())
+        };
+        assert_eq!(names(&results[0]["features"]), names(&http["features"]));
+        assert!(
+            results[0]["as_of"].as_u64() <= http["as_of"].as_u64(),
+            "{answer} vs {http}"
+        );
+    }
+    assert!(answers["q-bad"]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("unknown feature view `nope`")));
+
+    // serving metrics
+    let m = wait_metrics(
+        &mut child,
+        port,
+        Duration::from_secs(30),
+        "serving counted",
+        |m| m.get("freshet_serving_kafka_in_flight{serving=\"fraud_kafka\"}") == Some(&0.0),
+    );
+    assert!(m["freshet_serving_kafka_responses_total{serving=\"fraud_kafka\"}"] >= valid as f64);
+    assert_eq!(
+        m["freshet_serving_kafka_dead_letters_total{serving=\"fraud_kafka\"}"],
+        malformed.len() as f64
+    );
+    assert!(m["freshet_serve_rows_total{model=\"fraud\",endpoint=\"kafka\"}"] >= REQUESTS as f64);
+    assert!(m.contains_key(
+        "freshet_serving_kafka_latency_seconds{serving=\"fraud_kafka\",quantile=\"0.99\"}"
+    ));
+
+    terminate(child);
+    // offsets committed to the end of the request topic once every answer was acknowledged
+    let group = format!("{tag}.serving.fraud_kafka");
+    let committed =
+        freshet_kafka::serving::committed_offsets(&brokers, &group, topics.get("requests"))
+            .expect("committed offsets");
+    let total: i64 = committed.iter().map(|(_, o)| *o).sum();
+    assert_eq!(total as usize, lines.len(), "committed {committed:?}");
+
+    // the model's checkpoint, and a restart resumes from it
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("models/fraud.json")).expect("model checkpoint"),
+    )
+    .expect("json");
+    let version = meta["version"].as_u64().expect("version");
+    let examples = meta["summary"]["examples"].as_u64().expect("examples");
+    assert!(version >= 1 && examples >= 1000, "{meta}");
+    let mut child = start(&pipeline, &state, &topics);
+    let m = wait_metrics(&mut child, port, Duration::from_secs(60), "resumed", |m| {
+        model(m, "freshet_model_version").is_some()
+    });
+    assert!(
+        model(&m, "freshet_model_version").unwrap_or(0.0) >= version as f64,
+        "resumed at version {version}: {m:?}"
+    );
+    assert!(
+        model(&m, "freshet_model_examples_total").unwrap_or(0.0) >= examples as f64,
+        "resumed with {examples} examples"
+    );
+    terminate(child);
+}
+
+/// Kafka request → response latency at a stated rate: `REQUESTS_PER_S` requests per second for
+/// `BENCH_SECONDS` produced by `freshet produce --rate`, each latency taken from the broker
+/// timestamps (request created by the producer → answer created by freshet), printed as one
+/// JSON line. Run by `scripts/bench-kafka-serving.sh` (ignored in the normal suite).
+#[test]
+#[ignore = "benchmark: scripts/bench-kafka-serving.sh"]
+fn kafka_serving_latency() {
+    const REQUESTS_PER_S: usize = 1_000;
+    const BENCH_SECONDS: usize = 10;
+    let Some((brokers, redis)) = services() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let data = dir.path().join("data");
+    let gen = Command::new("python3")
+        .arg(root.join("tests/oracle/gen.py"))
+        .args(["txn", "--events", "5000", "--out"])
+        .arg(&data)
+        .status()
+        .expect("gen.py");
+    assert!(gen.success());
+    let topics = Topics::create(dir.path(), &brokers);
+    for (role, file) in [
+        ("transactions", "transactions.jsonl"),
+        ("labels", "labels.jsonl"),
+    ] {
+        run_ok(&[
+            "produce",
+            "--brokers",
+            &brokers,
+            "--topic",
+            topics.get(role),
+            &data.join(file).display().to_string(),
+            "--key-field",
+            "card_id",
+            "--topics-dir",
+            "/nonexistent",
+        ]);
+    }
+    let tag = unique("bench");
+    let port = free_port();
+    let pipeline = pipeline(dir.path(), &brokers, &redis, &topics, &tag, port);
+    let mut child = start(&pipeline, &dir.path().join("state"), &topics);
+    wait_metrics(
+        &mut child,
+        port,
+        Duration::from_secs(120),
+        "the model learns",
+        |m| {
+            m.get("freshet_model_version{model=\"fraud\"}")
+                .copied()
+                .unwrap_or(0.0)
+                >= 1.0
+        },
+    );
+    let total = REQUESTS_PER_S * BENCH_SECONDS;
+    let lines: Vec<String> = (0..total)
+        .map(|i| {
+            json!({"request_id": format!("b{i}"), "entity": format!("c{:07}", i % 500),
+                   "fields": {"amount": 25.0, "country": "US"}})
+            .to_string()
+        })
+        .collect();
+    let file = dir.path().join("bench.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n").expect("write");
+    let rate = format!("{REQUESTS_PER_S}/s");
+    run_ok(&[
+        "produce",
+        "--brokers",
+        &brokers,
+        "--topic",
+        topics.get("requests"),
+        &file.display().to_string(),
+        "--key-field",
+        "request_id",
+        "--rate",
+        &rate,
+        "--topics-dir",
+        "/nonexistent",
+    ]);
+    let request_times = timestamps(&brokers, topics.get("requests"), total);
+    let answer_times = timestamps(&brokers, topics.get("responses"), total);
+    let mut latencies: Vec<i64> = request_times
+        .iter()
+        .filter_map(|(id, sent)| answer_times.get(id).map(|answered| answered - sent))
+        .collect();
+    latencies.sort_unstable();
+    assert_eq!(latencies.len(), total, "every request answered");
+    let q = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    let m = metrics(port).unwrap_or_default();
+    let internal = |q: &str| {
+        m.get(&format!(
+            "freshet_serving_kafka_latency_seconds{{serving=\"fraud_kafka\",quantile=\"{q}\"}}"
+        ))
+        .map_or(f64::NAN, |s| s * 1e3)
+    };
+    println!(
+        "{}",
+        json!({
+            "bench": "kafka_serving", "rate_per_s": REQUESTS_PER_S, "requests": total,
+            "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": latencies[latencies.len() - 1],
+            "read_to_ack_p50_ms": internal("0.5"), "read_to_ack_p99_ms": internal("0.99"),
+        })
+    );
+    terminate(child);
+}
+
+/// Request id → broker timestamp (ms) of the first `count` messages of `topic`.
+fn timestamps(brokers: &str, topic: &str, count: usize) -> HashMap<String, i64> {
+    let messages = consume_with_time(brokers, topic, count);
+    let mut out = HashMap::new();
+    for (key, time) in messages {
+        out.entry(key).or_insert(time);
+    }
+    out
+}
+
+fn consume_with_time(brokers: &str, topic: &str, count: usize) -> Vec<(String, i64)> {
+    let consumer: BaseConsumer = consumer_config(brokers, &unique("reader"))
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len());
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while out.len() < count && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            if let (Some(key), Some(time)) = (m.key(), m.timestamp().to_millis()) {
+                out.push((String::from_utf8_lossy(key).into_owned(), time));
+            }
+        }
+    }
+    out
+}
