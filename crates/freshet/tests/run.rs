@@ -874,7 +874,11 @@ fn kafka_to_redis_converges_with_and_without_a_crash() {
             let nanos = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.subsec_nanos());
-            let at = EVENTS / 10 + (nanos as usize) % (EVENTS * 8 / 10);
+            // FRESHET_TEST_KILL_AT=N reproduces a run killed at a given point
+            let at = std::env::var("FRESHET_TEST_KILL_AT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(EVENTS / 10 + (nanos as usize) % (EVENTS * 8 / 10));
             let deadline = Instant::now() + CATCH_UP;
             loop {
                 assert!(Instant::now() < deadline, "never reached {at} events");
