@@ -205,6 +205,15 @@ enum Sent {
     DeadLetter,
 }
 
+/// One message to send for a request.
+struct Outgoing {
+    topic: String,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    headers: Option<OwnedHeaders>,
+    kind: Sent,
+}
+
 /// Sends each delivery report (acknowledged or not) back to the loop.
 struct Acks {
     tx: Mutex<Sender<(Box<InFlight>, Result<(), String>)>>,
@@ -426,40 +435,46 @@ impl Worker {
                 answer: None,
             });
             self.read_to.insert(request.partition, request.offset + 1);
-            let mut sends: Vec<(String, Option<Vec<u8>>, Vec<u8>, Option<OwnedHeaders>, Sent)> =
-                Vec::with_capacity(2);
+            let mut sends: Vec<Outgoing> = Vec::with_capacity(2);
             match reply {
                 Reply::Answer {
                     key,
                     payload,
                     failed,
-                } => sends.push((
-                    self.config.response_topic.clone(),
-                    Some(key),
+                } => sends.push(Outgoing {
+                    topic: self.config.response_topic.clone(),
+                    key: Some(key),
                     payload,
-                    None,
-                    Sent::Answer { failed },
-                )),
+                    headers: None,
+                    kind: Sent::Answer { failed },
+                }),
                 Reply::Malformed { reason, answer } => {
-                    sends.push((
-                        self.config.dead_letter_topic.clone(),
-                        request.key.map(<[u8]>::to_vec),
-                        request.payload.to_vec(),
-                        Some(self.dead_letter_headers(&reason, request)),
-                        Sent::DeadLetter,
-                    ));
+                    sends.push(Outgoing {
+                        topic: self.config.dead_letter_topic.clone(),
+                        key: request.key.map(<[u8]>::to_vec),
+                        payload: request.payload.to_vec(),
+                        headers: Some(self.dead_letter_headers(&reason, request)),
+                        kind: Sent::DeadLetter,
+                    });
                     if let Some((key, payload)) = answer {
-                        sends.push((
-                            self.config.response_topic.clone(),
-                            Some(key),
+                        sends.push(Outgoing {
+                            topic: self.config.response_topic.clone(),
+                            key: Some(key),
                             payload,
-                            None,
-                            Sent::ErrorAnswer,
-                        ));
+                            headers: None,
+                            kind: Sent::ErrorAnswer,
+                        });
                     }
                 }
             }
-            for (topic, key, payload, headers, kind) in sends {
+            for Outgoing {
+                topic,
+                key,
+                payload,
+                headers,
+                kind,
+            } in sends
+            {
                 let sent = Box::new(InFlight {
                     partition: request.partition,
                     offset: request.offset,
