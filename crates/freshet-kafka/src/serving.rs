@@ -216,8 +216,11 @@ struct Outgoing {
 
 /// Sends each delivery report (acknowledged or not) back to the loop.
 struct Acks {
-    tx: Mutex<Sender<(Box<InFlight>, Result<(), String>)>>,
+    tx: Mutex<Sender<Report>>,
 }
+
+/// A delivery report: what was sent, and whether the brokers took it.
+type Report = (Box<InFlight>, Result<(), String>);
 
 impl ClientContext for Acks {}
 
@@ -330,7 +333,7 @@ impl RequestLoop {
 struct Worker {
     config: RequestLoopConfig,
     producer: ThreadedProducer<Acks>,
-    acks: Receiver<(Box<InFlight>, Result<(), String>)>,
+    acks: Receiver<Report>,
     stats: Arc<RequestLoopStats>,
     /// Per partition: offset → messages of that request not yet acknowledged.
     in_flight: BTreeMap<i32, BTreeMap<i64, u8>>,
@@ -550,7 +553,7 @@ impl Worker {
                     // the brokers will never take it (too large, unknown topic): count it as
                     // done so the partition's offsets move on
                     tracing::error!(serving = %self.config.name, topic, error = %error, "answer not sent");
-                    self.acknowledged(back.delivery_opaque, Err(error.to_string()));
+                    self.acknowledged(&back.delivery_opaque, Err(error.to_string()));
                     return Ok(());
                 }
             }
@@ -566,7 +569,7 @@ impl Worker {
         let Some(first) = first else { return };
         let mut next = Some(first);
         while let Some((sent, outcome)) = next {
-            self.acknowledged(sent, outcome);
+            self.acknowledged(&sent, outcome);
             next = self.acks.try_recv().ok();
         }
         self.stats
@@ -574,7 +577,7 @@ impl Worker {
             .store(self.pending() as u64, Ordering::Relaxed);
     }
 
-    fn acknowledged(&mut self, sent: Box<InFlight>, outcome: Result<(), String>) {
+    fn acknowledged(&mut self, sent: &InFlight, outcome: Result<(), String>) {
         if let Err(e) = &outcome {
             tracing::error!(serving = %self.config.name, partition = sent.partition, offset = sent.offset, error = %e, "answer not delivered");
         }
