@@ -273,6 +273,9 @@ impl RequestLoop {
             CONNECT_TIMEOUT,
         )?;
         let consumer: BaseConsumer = consumer_config(&config.brokers, &config.group_id)
+            // a request waits in the broker at most this long for a fetch to return it
+            // (librdkafka's default, 500 ms, is for throughput)
+            .set("fetch.wait.max.ms", "5")
             .create()
             .map_err(|e| Error::client(format!("topic `{}`", config.request_topic), e))?;
         let mut assignment = TopicPartitionList::new();
