@@ -205,10 +205,22 @@ enum Sent {
     DeadLetter,
 }
 
+/// One message to send for a request.
+struct Outgoing {
+    topic: String,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    headers: Option<OwnedHeaders>,
+    kind: Sent,
+}
+
 /// Sends each delivery report (acknowledged or not) back to the loop.
 struct Acks {
-    tx: Mutex<Sender<(Box<InFlight>, Result<(), String>)>>,
+    tx: Mutex<Sender<Report>>,
 }
+
+/// A delivery report: what was sent, and whether the brokers took it.
+type Report = (Box<InFlight>, Result<(), String>);
 
 impl ClientContext for Acks {}
 
@@ -261,6 +273,9 @@ impl RequestLoop {
             CONNECT_TIMEOUT,
         )?;
         let consumer: BaseConsumer = consumer_config(&config.brokers, &config.group_id)
+            // a request waits in the broker at most this long for a fetch to return it
+            // (librdkafka's default, 500 ms, is for throughput)
+            .set("fetch.wait.max.ms", "5")
             .create()
             .map_err(|e| Error::client(format!("topic `{}`", config.request_topic), e))?;
         let mut assignment = TopicPartitionList::new();
@@ -321,7 +336,7 @@ impl RequestLoop {
 struct Worker {
     config: RequestLoopConfig,
     producer: ThreadedProducer<Acks>,
-    acks: Receiver<(Box<InFlight>, Result<(), String>)>,
+    acks: Receiver<Report>,
     stats: Arc<RequestLoopStats>,
     /// Per partition: offset → messages of that request not yet acknowledged.
     in_flight: BTreeMap<i32, BTreeMap<i64, u8>>,
@@ -426,40 +441,46 @@ impl Worker {
                 answer: None,
             });
             self.read_to.insert(request.partition, request.offset + 1);
-            let mut sends: Vec<(String, Option<Vec<u8>>, Vec<u8>, Option<OwnedHeaders>, Sent)> =
-                Vec::with_capacity(2);
+            let mut sends: Vec<Outgoing> = Vec::with_capacity(2);
             match reply {
                 Reply::Answer {
                     key,
                     payload,
                     failed,
-                } => sends.push((
-                    self.config.response_topic.clone(),
-                    Some(key),
+                } => sends.push(Outgoing {
+                    topic: self.config.response_topic.clone(),
+                    key: Some(key),
                     payload,
-                    None,
-                    Sent::Answer { failed },
-                )),
+                    headers: None,
+                    kind: Sent::Answer { failed },
+                }),
                 Reply::Malformed { reason, answer } => {
-                    sends.push((
-                        self.config.dead_letter_topic.clone(),
-                        request.key.map(<[u8]>::to_vec),
-                        request.payload.to_vec(),
-                        Some(self.dead_letter_headers(&reason, request)),
-                        Sent::DeadLetter,
-                    ));
+                    sends.push(Outgoing {
+                        topic: self.config.dead_letter_topic.clone(),
+                        key: request.key.map(<[u8]>::to_vec),
+                        payload: request.payload.to_vec(),
+                        headers: Some(self.dead_letter_headers(&reason, request)),
+                        kind: Sent::DeadLetter,
+                    });
                     if let Some((key, payload)) = answer {
-                        sends.push((
-                            self.config.response_topic.clone(),
-                            Some(key),
+                        sends.push(Outgoing {
+                            topic: self.config.response_topic.clone(),
+                            key: Some(key),
                             payload,
-                            None,
-                            Sent::ErrorAnswer,
-                        ));
+                            headers: None,
+                            kind: Sent::ErrorAnswer,
+                        });
                     }
                 }
             }
-            for (topic, key, payload, headers, kind) in sends {
+            for Outgoing {
+                topic,
+                key,
+                payload,
+                headers,
+                kind,
+            } in sends
+            {
                 let sent = Box::new(InFlight {
                     partition: request.partition,
                     offset: request.offset,
@@ -535,7 +556,7 @@ impl Worker {
                     // the brokers will never take it (too large, unknown topic): count it as
                     // done so the partition's offsets move on
                     tracing::error!(serving = %self.config.name, topic, error = %error, "answer not sent");
-                    self.acknowledged(back.delivery_opaque, Err(error.to_string()));
+                    self.acknowledged(&back.delivery_opaque, Err(error.to_string()));
                     return Ok(());
                 }
             }
@@ -551,7 +572,7 @@ impl Worker {
         let Some(first) = first else { return };
         let mut next = Some(first);
         while let Some((sent, outcome)) = next {
-            self.acknowledged(sent, outcome);
+            self.acknowledged(&sent, outcome);
             next = self.acks.try_recv().ok();
         }
         self.stats
@@ -559,7 +580,7 @@ impl Worker {
             .store(self.pending() as u64, Ordering::Relaxed);
     }
 
-    fn acknowledged(&mut self, sent: Box<InFlight>, outcome: Result<(), String>) {
+    fn acknowledged(&mut self, sent: &InFlight, outcome: Result<(), String>) {
         if let Err(e) = &outcome {
             tracing::error!(serving = %self.config.name, partition = sent.partition, offset = sent.offset, error = %e, "answer not delivered");
         }

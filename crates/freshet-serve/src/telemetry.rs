@@ -399,61 +399,6 @@ pub(crate) fn escape_label(value: &str) -> String {
     escaped
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_buckets_are_cumulative_in_the_exposition() {
-        let mut h = Histogram::default();
-        h.observe(0.0001);
-        h.observe(0.003);
-        h.observe(10.0);
-        let mut out = String::new();
-        render_http(&mut out, &BTreeMap::from([(("/x".to_owned(), "2xx"), h)]));
-        let line = |le: &str| {
-            format!("freshet_http_request_duration_seconds_bucket{{route=\"/x\",status=\"2xx\",le=\"{le}\"}}")
-        };
-        assert!(out.contains(&format!("{} 1\n", line("0.0005"))), "{out}");
-        assert!(out.contains(&format!("{} 2\n", line("0.005"))), "{out}");
-        assert!(out.contains(&format!("{} 2\n", line("2.5"))), "{out}");
-        assert!(out.contains(&format!("{} 3\n", line("+Inf"))), "{out}");
-        assert!(out.contains(
-            "freshet_http_request_duration_seconds_count{route=\"/x\",status=\"2xx\"} 3\n"
-        ));
-    }
-
-    #[test]
-    fn lag_is_omitted_before_the_first_watermark() {
-        let m = PipelineMetrics::new();
-        let mut out = String::new();
-        render_pipeline(&mut out, &m, 1_000);
-        assert!(out.contains("freshet_pipeline_watermark_ms -1\n"), "{out}");
-        assert!(!out.contains("freshet_pipeline_watermark_lag_ms"), "{out}");
-
-        m.watermark_ms
-            .store(400, std::sync::atomic::Ordering::Relaxed);
-        let mut out = String::new();
-        render_pipeline(&mut out, &m, 1_000);
-        assert!(
-            out.contains("freshet_pipeline_watermark_lag_ms 600\n"),
-            "{out}"
-        );
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-    }
-
-    #[test]
-    fn status_classes() {
-        assert_eq!(status_class(StatusCode::OK), "2xx");
-        assert_eq!(status_class(StatusCode::NOT_FOUND), "4xx");
-        assert_eq!(status_class(StatusCode::SERVICE_UNAVAILABLE), "5xx");
-    }
-}
-
 /// The `freshet_model_*` families: each online model's learning, prequential (every example is
 /// scored before it is learned), over every example since the start (`window="cumulative"`) and
 /// over the model's rolling window (`window="rolling"`). A metric that does not apply to a
@@ -629,5 +574,60 @@ pub(crate) fn render_kafka_serving(out: &mut String, tables: &[KafkaServingStats
                 escape_label(&s.name)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_in_the_exposition() {
+        let mut h = Histogram::default();
+        h.observe(0.0001);
+        h.observe(0.003);
+        h.observe(10.0);
+        let mut out = String::new();
+        render_http(&mut out, &BTreeMap::from([(("/x".to_owned(), "2xx"), h)]));
+        let line = |le: &str| {
+            format!("freshet_http_request_duration_seconds_bucket{{route=\"/x\",status=\"2xx\",le=\"{le}\"}}")
+        };
+        assert!(out.contains(&format!("{} 1\n", line("0.0005"))), "{out}");
+        assert!(out.contains(&format!("{} 2\n", line("0.005"))), "{out}");
+        assert!(out.contains(&format!("{} 2\n", line("2.5"))), "{out}");
+        assert!(out.contains(&format!("{} 3\n", line("+Inf"))), "{out}");
+        assert!(out.contains(
+            "freshet_http_request_duration_seconds_count{route=\"/x\",status=\"2xx\"} 3\n"
+        ));
+    }
+
+    #[test]
+    fn lag_is_omitted_before_the_first_watermark() {
+        let m = PipelineMetrics::new();
+        let mut out = String::new();
+        render_pipeline(&mut out, &m, 1_000);
+        assert!(out.contains("freshet_pipeline_watermark_ms -1\n"), "{out}");
+        assert!(!out.contains("freshet_pipeline_watermark_lag_ms"), "{out}");
+
+        m.watermark_ms
+            .store(400, std::sync::atomic::Ordering::Relaxed);
+        let mut out = String::new();
+        render_pipeline(&mut out, &m, 1_000);
+        assert!(
+            out.contains("freshet_pipeline_watermark_lag_ms 600\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(StatusCode::OK), "2xx");
+        assert_eq!(status_class(StatusCode::NOT_FOUND), "4xx");
+        assert_eq!(status_class(StatusCode::SERVICE_UNAVAILABLE), "5xx");
     }
 }

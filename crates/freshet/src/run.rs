@@ -183,7 +183,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let server = runtime.spawn(freshet_serve::serve(listener, state.clone(), async {
         let _ = shutdown_rx.await;
     }));
-    let serving = crate::live::KafkaServing::start(&spec, &state, &models, &serving_board)?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -205,6 +204,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             stop.store(true, Ordering::Relaxed);
         });
     }
+
+    // after the signal handler: a SIGTERM while the loops connect still stops at a checkpoint
+    let serving = crate::live::KafkaServing::start(&spec, &state, &models, &serving_board)?;
 
     // dataflow
     let control = Arc::new(Control::new());

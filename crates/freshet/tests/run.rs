@@ -469,6 +469,25 @@ fn check_outputs(
             }
         }
         eprintln!("{tag}: head {head}, missing per (feature, end): {missing:?}");
+        // more dead letters than malformed + late records point at events judged late
+        let late: Value = std::fs::read_to_string(odir.join("oracle_meta.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let letters = consume_all(brokers, &names.dead_letters);
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        for (_, _, h) in &letters {
+            let reason = h.get("freshet.reason").map_or("", String::as_str);
+            *reasons
+                .entry(reason.chars().take(30).collect())
+                .or_default() += 1;
+        }
+        eprintln!(
+            "{tag}: {} dead letters ({} malformed records, {} late in the oracle): {reasons:?}",
+            letters.len(),
+            w.malformed,
+            late["late"]
+        );
     }
     assert!(
         verdict.status.success(),
@@ -874,7 +893,11 @@ fn kafka_to_redis_converges_with_and_without_a_crash() {
             let nanos = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.subsec_nanos());
-            let at = EVENTS / 10 + (nanos as usize) % (EVENTS * 8 / 10);
+            // FRESHET_TEST_KILL_AT=N reproduces a run killed at a given point
+            let at = std::env::var("FRESHET_TEST_KILL_AT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(EVENTS / 10 + (nanos as usize) % (EVENTS * 8 / 10));
             let deadline = Instant::now() + CATCH_UP;
             loop {
                 assert!(Instant::now() < deadline, "never reached {at} events");

@@ -415,9 +415,6 @@ pub(crate) fn predict_many<'a>(
 ) -> Vec<Result<PredictResponse<'a>, ApiError>> {
     let name = model.name();
     let routing = model.routing();
-    if routing.latest.is_none() {
-        return bodies.iter().map(|_| Err(no_version(name))).collect();
-    }
     let description = &model.description;
     let (d, k) = (description.inputs.len(), description.outputs);
     let mut errors: Vec<Option<ApiError>> = bodies.iter().map(|_| None).collect();
@@ -442,6 +439,9 @@ pub(crate) fn predict_many<'a>(
             .map(|own| Err(own.unwrap_or_else(|| e.clone())))
             .collect()
     };
+    if routing.latest.is_none() {
+        return fail_all(errors, no_version(name));
+    }
 
     // One store call per view the model reads, for every entity of the batch.
     let keys: Vec<&str> = rows.iter().map(|r| r.entity).collect();
@@ -539,7 +539,10 @@ pub(crate) fn predict_many<'a>(
         rows.first().map(|r| r.entity),
     );
 
-    model.stats.add_rows(endpoint, n);
+    model.stats.add_rows(
+        endpoint,
+        owner.iter().filter(|&&i| errors[i].is_none()).count(),
+    );
     let default_version = routing
         .for_bucket(0)
         .map(|v| v.version())

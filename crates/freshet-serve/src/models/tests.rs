@@ -782,3 +782,161 @@ async fn without_models_the_model_routes_know_none() {
     assert_eq!(get(&app, "/v1/models").await.1, json!({"models": []}));
     assert_eq!(get(&app, "/v2/health/ready").await.0, StatusCode::OK);
 }
+
+/// The Kafka path: a batch answers each request on its own, logs the served rows of the answered
+/// ones and counts them under the `kafka` endpoint.
+#[tokio::test]
+async fn a_batch_answers_each_request_and_logs_what_it_served() {
+    let scorer = scorer();
+    let state = state_with(&scorer);
+    let bodies = [
+        json!({"entity": "c1", "fields": {"amount": 2.0, "country": "NG"}}),
+        json!({"entity": 5}),
+        json!({"entities": ["c2", "nobody"], "fields": {"amount": 1.0}}),
+        json!({"entity": "c1", "fields": {"amount": [1]}}),
+    ];
+    let refs: Vec<&Value> = bodies.iter().collect();
+    let mut logged = Vec::new();
+    let answers = state.predict_batch("fraud", &refs, &mut |row| {
+        logged.push((
+            row.request,
+            row.entity.to_owned(),
+            row.version,
+            row.values.len(),
+        ));
+    });
+    assert_eq!(answers.len(), 4);
+    let first = answers[0].as_ref().expect("first answered");
+    // version 1: 1000 + txn_count 3 + mean 12.5 + amount 2 + 0.25 * len("NG")
+    assert_eq!(first["predictions"][0]["score"], json!(1018.0));
+    assert_eq!(first["version"], 1);
+    let second = answers[1].as_ref().expect_err("entity must be a string");
+    assert_eq!(second.kind, crate::RequestErrorKind::Invalid);
+    assert!(
+        second.message.contains("`entity` must be a string"),
+        "{}",
+        second.message
+    );
+    let third = answers[2].as_ref().expect("third answered");
+    assert_eq!(third["predictions"][1]["features_as_of"], Value::Null);
+    let fourth = answers[3].as_ref().expect_err("a field of the wrong type");
+    assert!(
+        fourth.message.contains("fields.amount"),
+        "{}",
+        fourth.message
+    );
+    assert_eq!(
+        logged,
+        vec![
+            (0, "c1".to_owned(), 1, 4),
+            (2, "c2".to_owned(), 1, 4),
+            (2, "nobody".to_owned(), 1, 4)
+        ]
+    );
+    let text = metrics(&app(state.clone())).await;
+    assert!(
+        text.contains("freshet_serve_rows_total{model=\"fraud\",endpoint=\"kafka\"} 3\n"),
+        "{text}"
+    );
+    let unknown = state.predict_batch("nope", &refs[..1], &mut |_| {});
+    assert!(unknown[0]
+        .as_ref()
+        .is_err_and(|e| e.message == "unknown model `nope`"));
+}
+
+#[tokio::test]
+async fn feature_queries_in_a_batch_share_a_store_call_per_view() {
+    let state = state_with(&scorer());
+    let card_a = ["c1", "nobody"];
+    let card_b = ["c2"];
+    let queries = [
+        crate::FeatureQuery {
+            view: "card",
+            entities: &card_a,
+        },
+        crate::FeatureQuery {
+            view: "nope",
+            entities: &card_b,
+        },
+        crate::FeatureQuery {
+            view: "card",
+            entities: &card_b,
+        },
+    ];
+    let answers = state.features_batch(&queries);
+    let a = answers[0].as_ref().expect("card answered");
+    assert_eq!(a["results"][0]["as_of"], 1_000);
+    assert_eq!(a["results"][0]["features"]["txn_count_5m"], 3);
+    assert_eq!(a["results"][1], json!({"entity": "nobody", "found": false}));
+    let e = answers[1].as_ref().expect_err("unknown view");
+    assert_eq!(e.message, "unknown feature view `nope`");
+    assert_eq!(e.kind, crate::RequestErrorKind::Invalid);
+    let c = answers[2].as_ref().expect("card answered");
+    assert_eq!(c["results"][0]["entity"], "c2");
+    assert_eq!(c["results"][0]["as_of"], 2_000);
+}
+
+struct Learners(Vec<freshet_core::metrics::LearnerMetrics>);
+
+impl freshet_core::metrics::LearnerBoard for Learners {
+    fn snapshot(&self) -> Vec<freshet_core::metrics::LearnerMetrics> {
+        self.0.clone()
+    }
+}
+
+#[tokio::test]
+async fn learner_metrics_are_exposed_per_model_and_window() {
+    use freshet_core::metrics::{LearnerMetrics, LearnerWindow};
+    let classifier = LearnerMetrics {
+        model: "fraud".into(),
+        version: 12,
+        updates: 12,
+        cumulative: LearnerWindow {
+            examples: 768,
+            logloss: Some(0.41),
+            accuracy: Some(0.81),
+            auc: Some(0.88),
+            rows_per_s: Some(2.0e6),
+            ..LearnerWindow::default()
+        },
+        rolling: LearnerWindow {
+            examples: 500,
+            logloss: Some(0.4),
+            accuracy: Some(0.82),
+            auc: None,
+            ..LearnerWindow::default()
+        },
+    };
+    let regression = LearnerMetrics {
+        model: "price".into(),
+        version: 3,
+        updates: 3,
+        cumulative: LearnerWindow {
+            examples: 30,
+            mae: Some(1.5),
+            rmse: Some(2.0),
+            ..LearnerWindow::default()
+        },
+        rolling: LearnerWindow::default(),
+    };
+    let state = AppState::new(store(), Arc::new(PipelineMetrics::new()))
+        .with_learners(Arc::new(Learners(vec![classifier, regression])));
+    let text = metrics(&app(state)).await;
+    for line in [
+        "freshet_model_version{model=\"fraud\"} 12\n",
+        "freshet_model_examples_total{model=\"fraud\"} 768\n",
+        "freshet_model_rolling_examples{model=\"fraud\"} 500\n",
+        "freshet_model_logloss{model=\"fraud\",window=\"cumulative\"} 0.41\n",
+        "freshet_model_logloss{model=\"fraud\",window=\"rolling\"} 0.4\n",
+        "freshet_model_accuracy{model=\"fraud\",window=\"rolling\"} 0.82\n",
+        "freshet_model_auc{model=\"fraud\",window=\"cumulative\"} 0.88\n",
+        "freshet_model_rows_per_second{model=\"fraud\",window=\"cumulative\"} 2000000\n",
+        "freshet_model_mae{model=\"price\",window=\"cumulative\"} 1.5\n",
+        "freshet_model_rmse{model=\"price\",window=\"cumulative\"} 2\n",
+        "# TYPE freshet_model_examples_total counter\n",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(!text.contains("freshet_model_auc{model=\"fraud\",window=\"rolling\"}"));
+    assert!(!text.contains("freshet_model_logloss{model=\"price\""));
+}

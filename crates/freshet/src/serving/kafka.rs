@@ -274,7 +274,10 @@ struct FeatureHandler {
 }
 
 /// A feature query's view and entities, or why it is malformed.
-fn feature_query(body: &Map<String, Value>) -> Result<(String, Vec<String>), RequestError> {
+type Query = Result<(String, Vec<String>), RequestError>;
+
+/// Reads a feature query's body (the request without its id).
+fn feature_query(body: &Map<String, Value>) -> Query {
     for key in body.keys() {
         if !matches!(key.as_str(), "view" | "entities") {
             return Err(RequestError::invalid(format!(
@@ -325,11 +328,10 @@ fn feature_query(body: &Map<String, Value>) -> Result<(String, Vec<String>), Req
 
 impl RequestHandler for FeatureHandler {
     fn handle(&mut self, batch: &[Request<'_>]) -> Vec<Reply> {
-        let parsed: Vec<Result<(String, Result<(String, Vec<String>), RequestError>), Reply>> =
-            batch
-                .iter()
-                .map(|r| split_request(r.payload).map(|(id, body)| (id, feature_query(&body))))
-                .collect();
+        let parsed: Vec<Result<(String, Query), Reply>> = batch
+            .iter()
+            .map(|r| split_request(r.payload).map(|(id, body)| (id, feature_query(&body))))
+            .collect();
         let entity_refs: Vec<Vec<&str>> = parsed
             .iter()
             .filter_map(|p| match p {
