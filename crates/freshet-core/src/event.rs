@@ -322,12 +322,21 @@ impl EventSchema {
             self.validate(&slots)?;
         }
         let mut slots = slots.into_iter();
-        let entity = self.entity_of(slots.next().flatten())?;
-        let ts_ms = self.time_of(slots.next().flatten())?;
+        let entity_raw = slots.next().flatten();
+        let time_raw = slots.next().flatten();
         let mut values = Vec::with_capacity(self.fields.len());
         for ((name, kind), raw) in self.fields.iter().zip(slots) {
+            // the entity and time keys land in their own slots: a field read under the same
+            // name (a join key that is the entity) takes the same value
+            let raw = match raw {
+                None if *name == self.entity => entity_raw.clone(),
+                None if *name == self.event_time => time_raw.clone(),
+                raw => raw,
+            };
             values.push(check_field(name, *kind, raw)?);
         }
+        let entity = self.entity_of(entity_raw)?;
+        let ts_ms = self.time_of(time_raw)?;
         Ok(Decoded {
             entity,
             ts_ms,
@@ -512,6 +521,20 @@ mod tests {
             err.to_string().contains("`country`: expected a string"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_field_named_as_the_entity_or_time_reads_their_values() {
+        let mut schema = schema();
+        schema.fields.push(("card_id".into(), FieldKind::Scalar));
+        schema.fields.push(("ts".into(), FieldKind::Scalar));
+        let d = schema
+            .decode(br#"{"card_id":42,"ts":1000,"amount":1,"merchant":"m"}"#)
+            .expect("valid event");
+        assert_eq!(d.entity, "42");
+        assert_eq!(d.ts_ms, 1000);
+        assert_eq!(d.values[2], Scalar::Num(42.0));
+        assert_eq!(d.values[3], Scalar::Num(1000.0));
     }
 
     #[test]

@@ -264,8 +264,10 @@ pub struct FeatureSpec {
 pub struct DriftSpec {
     /// Monitor name, used in drift.jsonl, `/v1/drift`, metric labels and reference snapshots.
     pub name: String,
-    /// Monitored values: event fields as `source.field` (e.g. `transactions.amount`), or
-    /// computed features of a feature view as `view.feature` (e.g. `card.amount_mean_1h`).
+    /// Monitored values: event fields as `source.field` (e.g. `transactions.amount`),
+    /// computed features of a feature view as `view.feature` (e.g. `card.amount_mean_1h`), or a
+    /// model's prequential scores and errors as `model.NAME.score` / `model.NAME.error`
+    /// ([`model_stream_ref`]).
     pub features: Vec<String>,
     /// Where the reference profiles come from.
     pub reference: ReferenceSpec,
@@ -451,11 +453,30 @@ pub const fn alert_key(measure: Measure) -> &'static str {
     }
 }
 
+/// The streams of a model that a drift monitor can watch: `model.NAME.score` and
+/// `model.NAME.error` (docs/drift.md, "Model scores and errors").
+pub const MODEL_STREAMS: [&str; 2] = ["score", "error"];
+
+/// `(model, stream)` when `feature` names a model stream (`model.NAME.score` or
+/// `model.NAME.error`, NAME without dots); `None` otherwise.
+pub fn model_stream_ref(feature: &str) -> Option<(&str, &str)> {
+    let (name, stream) = feature.strip_prefix("model.")?.split_once('.')?;
+    (!name.is_empty() && MODEL_STREAMS.contains(&stream)).then_some((name, stream))
+}
+
 impl DriftSpec {
-    /// The monitored features as (source or view, field or feature) pairs; call on a validated
-    /// spec.
+    /// The monitored event fields and computed features as (source or view, field or feature)
+    /// pairs, model streams excluded; call on a validated spec.
     pub fn feature_refs(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.features.iter().filter_map(|f| f.split_once('.'))
+        self.features
+            .iter()
+            .filter(|f| model_stream_ref(f).is_none())
+            .filter_map(|f| f.split_once('.'))
+    }
+
+    /// The monitored model streams as (model, `score` or `error`) pairs.
+    pub fn model_refs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.features.iter().filter_map(|f| model_stream_ref(f))
     }
 
     /// The window measures of `methods`, in [`Measure::ALL`] order.
@@ -755,6 +776,37 @@ impl PipelineSpec {
         Ok(())
     }
 
+    /// A drift feature `model.NAME.score|error`: NAME must be a declared model, and no source
+    /// or view may be called `model` (the name would be ambiguous).
+    fn validate_model_stream(&self, feature: &str, model: &str) -> Result<(), String> {
+        let shadow = self.source("model").is_some()
+            || self
+                .feature_views
+                .iter()
+                .any(|v| v.get_ref().name == "model");
+        if shadow {
+            return Err(format!(
+                "feature `{feature}`: `model.NAME.score|error` names a model stream, but a source or feature view is also called `model`; rename it"
+            ));
+        }
+        if self.models.iter().any(|m| m.get_ref().name == model) {
+            return Ok(());
+        }
+        let known: Vec<&str> = self
+            .models
+            .iter()
+            .map(|m| m.get_ref().name.as_str())
+            .collect();
+        Err(format!(
+            "feature `{feature}` reads model `{model}`, which is not declared; expected one of: {}",
+            if known.is_empty() {
+                "(no [[model]] declared)".to_owned()
+            } else {
+                known.join(", ")
+            }
+        ))
+    }
+
     fn validate_drift(&self, d: &DriftSpec) -> Result<(), String> {
         if d.features.is_empty() {
             return Err(
@@ -764,6 +816,13 @@ impl PipelineSpec {
         }
         let mut seen = HashSet::new();
         for feature in &d.features {
+            if !seen.insert(feature.as_str()) {
+                return Err(format!("duplicate feature `{feature}`"));
+            }
+            if let Some((model, _)) = model_stream_ref(feature) {
+                self.validate_model_stream(feature, model)?;
+                continue;
+            }
             let Some((owner, field)) = feature.split_once('.') else {
                 return Err(format!(
                     "feature `{feature}`: expected `source.field` (e.g. \"transactions.amount\") or `view.feature`"
@@ -821,9 +880,6 @@ impl PipelineSpec {
                         }
                     ));
                 }
-            }
-            if !seen.insert(feature.as_str()) {
-                return Err(format!("duplicate feature `{feature}`"));
             }
         }
         match &d.reference {

@@ -205,6 +205,24 @@ fn chi_square_mendel_published_example() {
     assert!(rel(t.p_value, 0.925_425_895_103_616) < 1e-10);
 }
 
+// Published vector: Evidently's chi-square stattest tests (`test_freq_obs_eq_freq_exp` and
+// `test_freq_obs_not_eq_freq_exp` in evidently's tests/stattests): reference categories 1..6
+// with counts [16, 18, 16, 14, 12, 12] (and the same doubled), current [16, 16, 16, 16, 16, 8]:
+// p = 0.67309 (to 1e-5) both times, because the reference enters as proportions only.
+// X² = 4/18 + 4/14 + 16/12 + 16/12 = 200/63, df = 5. Identical counts give p = 1.
+#[test]
+fn chi_square_evidently_published_vectors() {
+    for reference in [[16, 18, 16, 14, 12, 12], [32, 36, 32, 28, 24, 24]] {
+        let t = chi_square_gof(&reference, &[16, 16, 16, 16, 16, 8]).expect("non-empty");
+        assert_eq!(t.df, 5);
+        assert!(rel(t.statistic, 200.0 / 63.0) < 1e-12, "{}", t.statistic);
+        assert!((t.p_value - 0.67309).abs() < 1e-5, "{}", t.p_value);
+    }
+    let t = chi_square_gof(&[10, 10, 10], &[10, 10, 10]).expect("non-empty");
+    assert_eq!(t.statistic, 0.0);
+    assert!((t.p_value - 1.0).abs() < 1e-12);
+}
+
 // stats.chi2.sf(x, df): (150, 100) -> 0.0009039320423540184; (5000, 4000) -> 1.6633156038804178e-25
 #[test]
 fn chi_square_sf_matches_scipy_in_the_tails() {

@@ -18,9 +18,11 @@
 //!   closed window. A second drift operator on worker 0 monitors that stream like event fields.
 //!   Values are released in event-time order once the watermark passes, so they do not depend
 //!   on the number of workers either.
-//! - **Other streams**: [`drift_stream_operator`] monitors any stream of [`DriftRecord`]s, so a
-//!   producer of another numeric stream (a model's scores or errors, `model.fraud.score`) feeds
-//!   values by feature index into parts with [`DriftInput::Stream`].
+//! - **Other streams**: [`drift_stream_operator`] monitors any stream of [`DriftRecord`]s inside
+//!   the dataflow, and [`StreamMonitors`] does the same outside it (push values, advance a
+//!   watermark, finish), for parts with [`DriftInput::Stream`] from [`stream_plans`]. A model's
+//!   scores and errors (`model.NAME.score`, `model.NAME.error`, parts from [`model_plans`]) are
+//!   monitored that way in the model's learner thread (the `freshet` binary's `model_drift`).
 //!
 //! Order: detectors see each feature's values sorted by (event time, value) once the watermark
 //! has passed them, so River-style detection indices are reproducible. Window profiles are fed
@@ -33,7 +35,9 @@ use std::sync::{Arc, Mutex};
 
 use freshet_core::drift::{DriftAlert, DriftWindow, ReferencePeriod};
 use freshet_core::event::{Decoded, Scalar};
-use freshet_core::spec::{DriftAlertSpec, DriftFieldKind, DriftSpec, Measure, ReferenceSpec};
+use freshet_core::spec::{
+    DriftAlertSpec, DriftFieldKind, DriftSpec, Measure, ReferenceSpec, MODEL_STREAMS,
+};
 use freshet_core::store::{FeatureValue, StoreWrite};
 use freshet_drift::measures;
 use freshet_drift::{
@@ -352,13 +356,29 @@ pub fn stream_plans(drift: &[&DriftSpec], stream: &str, names: &[&str]) -> Vec<D
         .collect()
 }
 
+/// The monitor parts that read model `model`'s streams (`model.NAME.score`, `model.NAME.error`):
+/// [`stream_plans`] over [`MODEL_STREAMS`], so a feature's slot is its stream's index there
+/// (0 score, 1 error).
+pub fn model_plans(drift: &[&DriftSpec], model: &str) -> Vec<DriftPlan> {
+    stream_plans(drift, &format!("model.{model}"), &MODEL_STREAMS)
+}
+
 /// Loads the snapshot files of `file` references; relative paths are taken from `base`.
 pub fn load_references(
     plans: &mut [crate::plan::SourcePlan],
     base: &Path,
 ) -> Result<(), SnapshotError> {
+    load_plan_references(plans.iter_mut().flat_map(|p| p.drift.iter_mut()), base)
+}
+
+/// [`load_references`] for monitor parts outside source plans (model streams, see
+/// [`model_plans`]).
+pub fn load_plan_references<'a>(
+    plans: impl IntoIterator<Item = &'a mut DriftPlan>,
+    base: &Path,
+) -> Result<(), SnapshotError> {
     let mut cache: HashMap<PathBuf, ReferenceSnapshot> = HashMap::new();
-    for plan in plans.iter_mut().flat_map(|p| p.drift.iter_mut()) {
+    for plan in plans {
         let ReferencePlan::File(path) = &plan.reference else {
             continue;
         };
@@ -1500,7 +1520,107 @@ fn order_values(a: &[(u32, Scalar)], b: &[(u32, Scalar)]) -> std::cmp::Ordering 
     a.len().cmp(&b.len())
 }
 
-/// Monitors a stream of [`DriftRecord`]s (computed features of a view; later, model scores) on
+/// Held stream values: (event time, (feature index, value) pairs).
+type Held = (u64, Vec<(u32, Scalar)>);
+
+/// The monitor parts that read one stream of values outside the dataflow's event fields (a
+/// view's computed features, a model's scores and errors), driven by event time.
+///
+/// Guarantee: values are held until [`StreamMonitors::advance`] passes their event time, then
+/// ingested in (time, values) order, so windows, detectors and alerts depend only on the values
+/// and their times, not on the order they were pushed in — provided no value is pushed with a
+/// time below a watermark already passed (such a value still counts for the detectors, but a
+/// window it belongs to may be closed already, and then it is left out).
+pub struct StreamMonitors {
+    monitors: Vec<MonitorState>,
+    held: Vec<Held>,
+    t_end: Option<u64>,
+    watermark: Option<u64>,
+}
+
+impl StreamMonitors {
+    /// Monitors for `plans` (feature slots are the indices the pushed values use). Fails when a
+    /// plan cannot be monitored (a pinned reference whose kind does not fit, say).
+    pub fn new(plans: Vec<Arc<DriftPlan>>) -> Result<Self, String> {
+        let monitors = plans
+            .into_iter()
+            .map(MonitorState::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            monitors,
+            held: Vec::new(),
+            t_end: None,
+            watermark: None,
+        })
+    }
+
+    /// Whether there is nothing to monitor.
+    pub fn is_empty(&self) -> bool {
+        self.monitors.is_empty()
+    }
+
+    /// Values at event time `ts_ms`, by feature index; a feature not listed is not carried.
+    pub fn push(&mut self, ts_ms: u64, values: Vec<(u32, Scalar)>) {
+        self.saw(ts_ms);
+        self.held.push((ts_ms, values));
+    }
+
+    /// Records that the input reached event time `ts_ms` (the end of input evaluates the
+    /// windows that end by the largest such time).
+    pub fn saw(&mut self, ts_ms: u64) {
+        self.t_end = Some(self.t_end.map_or(ts_ms, |t| t.max(ts_ms)));
+    }
+
+    /// Every value before `watermark_ms` has been pushed: ingests them in order, runs the
+    /// detectors and evaluates the windows that end by it. A watermark not above the last one
+    /// does nothing.
+    pub fn advance(&mut self, watermark_ms: u64, sink: &dyn DriftSink) -> Result<(), String> {
+        if self.watermark.is_some_and(|w| watermark_ms <= w) {
+            return Ok(());
+        }
+        self.watermark = Some(watermark_ms);
+        self.ingest(Some(watermark_ms), sink)?;
+        for m in &mut self.monitors {
+            m.advance(watermark_ms, false, sink);
+        }
+        Ok(())
+    }
+
+    /// End of input: ingests everything held and evaluates the windows that end by the largest
+    /// event time seen.
+    pub fn finish(&mut self, sink: &dyn DriftSink) -> Result<(), String> {
+        self.ingest(None, sink)?;
+        let t_end = self.t_end.unwrap_or(0);
+        for m in &mut self.monitors {
+            m.advance(t_end, true, sink);
+        }
+        Ok(())
+    }
+
+    fn ingest(&mut self, before: Option<u64>, sink: &dyn DriftSink) -> Result<(), String> {
+        self.held
+            .sort_by(|a, b| a.0.cmp(&b.0).then_with(|| order_values(&a.1, &b.1)));
+        let ready = before.map_or(self.held.len(), |w| {
+            self.held.partition_point(|(ts, _)| *ts < w)
+        });
+        for (ts, values) in self.held.drain(..ready) {
+            for m in &mut self.monitors {
+                let plan = m.plan.clone();
+                let value = |i: usize| {
+                    let slot = plan.features.get(i)?.slot;
+                    values
+                        .iter()
+                        .find(|(j, _)| *j as usize == slot)
+                        .map(|(_, v)| v)
+                };
+                m.ingest(ts, &value, sink)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Monitors a stream of [`DriftRecord`]s (computed features of a view, say) on
 /// worker 0. Records are held until the watermark passes their event time and then ingested in
 /// (time, values) order, so profiles, detectors and alerts do not depend on how the producers'
 /// outputs interleave (nor on the number of workers). `plans` are the monitor parts that read
@@ -1518,77 +1638,52 @@ pub fn drift_stream_operator(
             Exchange::new(|_: &DriftRecord| 0u64),
             &format!("DriftStream({name})"),
             move |_capability, _info| {
-                let mut monitors = monitors_of(plans, &failure);
-                let mut held: Vec<(u64, Vec<(u32, Scalar)>)> = Vec::new();
-                let mut t_end: Option<u64> = None;
-                let mut watermark: Option<u64> = None;
+                let mut monitors = match StreamMonitors::new(plans) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        fail(&failure, RunError::Dataflow(e));
+                        None
+                    }
+                };
                 let mut finished = false;
                 let mut ended = false;
-                let ingest = move |monitors: &mut Vec<MonitorState>,
-                                   held: &mut Vec<(u64, Vec<(u32, Scalar)>)>,
-                                   before: Option<u64>,
-                                   sink: &dyn DriftSink| {
-                    held.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| order_values(&a.1, &b.1)));
-                    let ready =
-                        before.map_or(held.len(), |w| held.partition_point(|(ts, _)| *ts < w));
-                    for (ts, values) in held.drain(..ready) {
-                        for m in monitors.iter_mut() {
-                            let plan = m.plan.clone();
-                            let value = |i: usize| {
-                                let slot = plan.features.get(i)?.slot;
-                                values
-                                    .iter()
-                                    .find(|(j, _)| *j as usize == slot)
-                                    .map(|(_, v)| v)
-                            };
-                            m.ingest(ts, &value, sink)?;
-                        }
-                    }
-                    Ok(())
-                };
                 move |(input, frontier), _output| {
                     input.for_each(|_cap, data| {
                         for record in data.drain(..) {
+                            let Some(m) = monitors.as_mut() else {
+                                continue;
+                            };
                             match record {
-                                DriftRecord::Values { ts_ms, values } => {
-                                    t_end = Some(t_end.map_or(ts_ms, |t| t.max(ts_ms)));
-                                    held.push((ts_ms, values));
-                                }
+                                DriftRecord::Values { ts_ms, values } => m.push(ts_ms, values),
                                 DriftRecord::End { clock_ms } => {
                                     ended = true;
                                     if let Some(c) = clock_ms {
-                                        t_end = Some(t_end.map_or(c, |t| t.max(c)));
+                                        m.saw(c);
                                     }
                                 }
                             }
                         }
                     });
+                    let Some(m) = monitors.as_mut() else {
+                        return;
+                    };
                     if finished {
                         return;
                     }
-                    match frontier.frontier().first() {
+                    let result = match frontier.frontier().first() {
                         None => {
                             finished = true;
                             if ended {
-                                if let Err(e) = ingest(&mut monitors, &mut held, None, &*sink) {
-                                    fail(&failure, RunError::Dataflow(e));
-                                }
-                                for m in &mut monitors {
-                                    m.advance(t_end.unwrap_or(0), true, &*sink);
-                                }
+                                m.finish(&*sink)
+                            } else {
+                                Ok(())
                             }
                         }
-                        Some(&time) if time > 0 && watermark.is_none_or(|w| time - 1 > w) => {
-                            let w = time - 1;
-                            watermark = Some(w);
-                            if let Err(e) = ingest(&mut monitors, &mut held, Some(w), &*sink) {
-                                fail(&failure, RunError::Dataflow(e));
-                            }
-                            for m in &mut monitors {
-                                m.advance(w, false, &*sink);
-                            }
-                        }
-                        Some(_) => {}
+                        Some(&time) if time > 0 => m.advance(time - 1, &*sink),
+                        Some(_) => Ok(()),
+                    };
+                    if let Err(e) = result {
+                        fail(&failure, RunError::Dataflow(e));
                     }
                 }
             },

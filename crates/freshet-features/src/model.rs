@@ -87,6 +87,11 @@ pub struct ModelRow {
     pub model: String,
     /// Event time of the example's event.
     pub ts_ms: u64,
+    /// Outcome time: the event time at which the label became known, the order in which rows
+    /// are released (module doc): the event's own time for an immediate label, the label
+    /// event's time for a joined label, and the end of the wait (`ts_ms + max_delay + 1`) for
+    /// an example learned as negative when its label did not come.
+    pub outcome_ms: u64,
     /// Entity of the event.
     pub entity: String,
     /// The join key (delayed labels), else `Null`.
@@ -239,6 +244,7 @@ pub(crate) fn row_of(
     ModelRow {
         model: feed.model.clone(),
         ts_ms: event.ts_ms,
+        outcome_ms: event.ts_ms,
         entity: event.entity.clone(),
         key,
         values,
@@ -348,6 +354,7 @@ impl Release {
             label,
         } = outcome;
         let mut row = example.decode()?;
+        row.outcome_ms = at_ms;
         match label {
             Some(label) => {
                 row.label = Some(label.decode()?);

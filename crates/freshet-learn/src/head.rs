@@ -52,6 +52,34 @@ impl Head {
         }
     }
 
+    /// The score and error of one example from its scores (module [`Outcome`]).
+    pub(crate) fn outcome(self, scores: &[f32], label: f32) -> Outcome {
+        match self {
+            Self::Binary => {
+                let p = f64::from(scores[0]);
+                Outcome {
+                    score: p,
+                    error: (f64::from(label) - p).abs(),
+                }
+            }
+            Self::Regression => {
+                let y = f64::from(scores[0]);
+                Outcome {
+                    score: y,
+                    error: (f64::from(label) - y).abs(),
+                }
+            }
+            Self::Multiclass(_) => {
+                let best = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let p_true = scores.get(class_index(label)).copied().unwrap_or(0.0);
+                Outcome {
+                    score: f64::from(best),
+                    error: 1.0 - f64::from(p_true),
+                }
+            }
+        }
+    }
+
     /// Turns logits into scores in place.
     pub(crate) fn link(self, logits: &mut [f32]) {
         match self {
@@ -81,6 +109,21 @@ impl Head {
             }
         }
     }
+}
+
+/// What the model made of one labelled example when it scored it, before learning it: the
+/// streams a drift monitor reads as `model.NAME.score` and `model.NAME.error`.
+///
+/// - `score`: a binary classifier's P(label = 1); a regression's prediction; a multiclass
+///   model's probability of its predicted class (the largest one).
+/// - `error`: 1 − the probability given to the true class for classifiers (for a binary one,
+///   |label − P(1)|), in [0, 1]; |label − prediction| for a regression.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcome {
+    /// The score (see the type's doc).
+    pub score: f64,
+    /// The error (see the type's doc).
+    pub error: f64,
 }
 
 /// The class index of a validated multiclass label.

@@ -10,7 +10,7 @@ use freshet_core::model::{DeviceSpec, ModelKind, ModelSpec};
 
 use crate::error::LearnError;
 use crate::example::{Example, Predictions};
-use crate::head::Head;
+use crate::head::{Head, Outcome};
 use crate::linear::Linear;
 use crate::metrics::{ModelSummary, Prequential};
 use crate::net::Net;
@@ -322,6 +322,36 @@ impl Learner {
     /// in the metrics, and the example joins the current mini-batch, which is learned once it
     /// holds `batch_size` examples. Examples with an invalid label are skipped and counted.
     pub fn prequential(&mut self, examples: &[Example]) -> Result<StepReport, LearnError> {
+        self.prequential_inner(examples, None)
+    }
+
+    /// [`Learner::prequential`], also appending to `outcomes` one entry per example, in order:
+    /// the [`Outcome`] (score and error) of its prequential score, or `None` for an example
+    /// skipped for its label. Learning is the same as [`Learner::prequential`]'s.
+    pub fn prequential_outcomes(
+        &mut self,
+        examples: &[Example],
+        outcomes: &mut Vec<Option<Outcome>>,
+    ) -> Result<StepReport, LearnError> {
+        let mut valid = Vec::with_capacity(examples.len());
+        let report = self.prequential_inner(examples, Some(&mut valid))?;
+        if report.rejected == 0 {
+            outcomes.extend(valid.into_iter().map(Some));
+        } else {
+            let mut valid = valid.into_iter();
+            for (i, e) in examples.iter().enumerate() {
+                let ok = self.head.check_label(i, e.label).is_ok();
+                outcomes.push(if ok { valid.next() } else { None });
+            }
+        }
+        Ok(report)
+    }
+
+    fn prequential_inner(
+        &mut self,
+        examples: &[Example],
+        mut outcomes: Option<&mut Vec<Outcome>>,
+    ) -> Result<StepReport, LearnError> {
         let started = Instant::now();
         check_inputs(examples, self.inputs.len())?;
         let mut report = StepReport::default();
@@ -357,10 +387,12 @@ impl Learner {
                 self.engine.learn(chunk, Some(&mut self.scores))?;
                 self.metrics
                     .record(&self.scores, chunk.iter().map(|e| e.label));
+                self.outcomes(chunk, outcomes.as_deref_mut());
             } else {
                 self.engine.score(chunk, &mut self.scores)?;
                 self.metrics
                     .record(&self.scores, chunk.iter().map(|e| e.label));
+                self.outcomes(chunk, outcomes.as_deref_mut());
                 self.pending.extend_from_slice(chunk);
                 if self.pending.len() < batch {
                     continue;
@@ -381,6 +413,20 @@ impl Learner {
         report.updates = self.engine.updates() - updates_before;
         self.metrics.add_time(started.elapsed(), valid.len());
         Ok(report)
+    }
+
+    /// Appends the outcomes of `chunk` from the scores just computed for it.
+    fn outcomes(&self, chunk: &[Example], out: Option<&mut Vec<Outcome>>) {
+        let Some(out) = out else {
+            return;
+        };
+        let k = self.head.outputs();
+        out.extend(
+            self.scores
+                .chunks_exact(k)
+                .zip(chunk)
+                .map(|(row, e)| self.head.outcome(row, e.label)),
+        );
     }
 
     /// Publishes and checkpoints when their schedules say so.

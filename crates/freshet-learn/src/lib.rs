@@ -42,6 +42,7 @@ mod tests;
 
 pub use error::LearnError;
 pub use example::{hash_category, Example, Predictions, Value};
+pub use head::Outcome;
 pub use learner::{select_device, EngineChoice, Learner, LearnerOptions, StepReport};
 pub use metrics::{MetricValues, ModelSummary, Prequential, AUC_BINS};
 pub use preprocess::Z_CLIP;

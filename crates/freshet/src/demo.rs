@@ -1,9 +1,10 @@
 //! `freshet demo`: the pipeline of `deploy/pipelines/foundation.toml` plus a drift monitor
-//! ([`DEMO_DRIFT`]) on generated card transactions (zipf-distributed cards and merchants, 5 % out
-//! of order by up to 3 s so some are late, a few malformed records, and a shift of amounts and
-//! countries during the middle third of a `--duration` run), with the embedded store, the HTTP
-//! API on 127.0.0.1, live progress, a few feature vectors and drift alerts as they fire and
-//! clear.
+//! ([`DEMO_DRIFT`]), a fraud model ([`DEMO_MODEL`]) and ADWIN on its error ([`DEMO_MODEL_DRIFT`]),
+//! on generated card transactions (zipf-distributed cards and merchants, 5 % out of order by up
+//! to 3 s so some are late, a few malformed records, and a shift of amounts and countries during
+//! the middle third of a `--duration` run, or from `--shift-at` to `--shift-back-at`), with the
+//! embedded store, the HTTP API on 127.0.0.1, live progress, a few feature vectors and drift
+//! alerts as they fire and clear.
 
 use std::collections::HashMap;
 use std::io;
@@ -39,6 +40,19 @@ reference = { kind = "first", duration = "2m" }
 window = "30s"
 methods = ["psi", "ks", "jensen_shannon", "wasserstein", "chi_square"]
 alert = { psi = 0.2, ks_p = 0.001, chi_square_p = 0.001, fire_after = 2, clear_after = 3 }
+"#;
+
+/// A monitor of the demo's fraud model: ADWIN on its prequential error (`model.fraud.error`,
+/// docs/drift.md), which fires when the error rate changes — as the model learns at the start,
+/// and when the generator's shift changes what fraud looks like.
+const DEMO_MODEL_DRIFT: &str = r#"
+[[drift]]
+name = "fraud_model"
+features = ["model.fraud.error"]
+reference = { kind = "first", duration = "2m" }
+window = "30s"
+methods = ["adwin"]
+alert = { clear_after = 3 }
 "#;
 
 /// The foundation acceptance example; the demo appends [`DEMO_DRIFT`] to it.
@@ -79,6 +93,54 @@ pub struct DemoArgs {
     /// open and close within a short demo.
     #[arg(long, default_value_t = 10)]
     speed: u32,
+    /// Shift amounts and countries this long (wall time) after the start. Default: a third of
+    /// `--duration`; without `--duration`, every other minute.
+    #[arg(long, value_parser = HumanDuration::parse)]
+    shift_at: Option<HumanDuration>,
+    /// Shift back to the reference distribution this long after the start (after
+    /// `--shift-at`). Default: two thirds of `--duration`; never, when only `--shift-at` is
+    /// given without `--duration`.
+    #[arg(long, value_parser = HumanDuration::parse)]
+    shift_back_at: Option<HumanDuration>,
+}
+
+/// When the generator's distribution is shifted, as offsets from the start (wall time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shift {
+    /// Shifted in `[from, to)` (`to`: `None`, for good).
+    Between(Duration, Option<Duration>),
+    /// Shifted every other minute.
+    Alternating,
+}
+
+impl Shift {
+    fn of(args: &DemoArgs) -> anyhow::Result<Self> {
+        let duration = args.duration.map(|d| d.as_duration());
+        let at = args.shift_at.map(|d| d.as_duration());
+        let back = args.shift_back_at.map(|d| d.as_duration());
+        let shift = match (at, back, duration) {
+            (None, None, None) => Self::Alternating,
+            (None, None, Some(d)) => Self::Between(d / 3, Some(d * 2 / 3)),
+            (Some(a), back, _) => Self::Between(a, back),
+            (None, Some(_), _) => anyhow::bail!("--shift-back-at needs --shift-at"),
+        };
+        if let Self::Between(a, Some(b)) = shift {
+            anyhow::ensure!(b > a, "--shift-back-at must come after --shift-at");
+        }
+        Ok(shift)
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Self::Alternating => "every other minute".to_owned(),
+            Self::Between(a, None) => format!("from {:.0}s on", a.as_secs_f64()),
+            Self::Between(a, Some(b)) => format!(
+                "from {:.0}s, back at {:.0}s",
+                a.as_secs_f64(),
+                b.as_secs_f64()
+            ),
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -98,19 +160,18 @@ struct Generator {
     stop: Arc<AtomicBool>,
     produced: u64,
     line: Vec<u8>,
+    shift: Shift,
+    /// Whether the last batch was shifted (to announce changes).
+    was_shifted: bool,
 }
 
 impl Generator {
-    /// Shifted during the middle third of a run with a deadline (so drift alerts fire, then
-    /// clear), else every other minute.
+    /// Whether events are generated shifted now ([`Shift`]).
     fn shifted(&self) -> bool {
-        match self.deadline {
-            Some(d) => {
-                let third = (d - self.started) / 3;
-                let now = Instant::now();
-                now >= self.started + third && now < self.started + 2 * third
-            }
-            None => (self.started.elapsed().as_secs() / 60) % 2 == 1,
+        let elapsed = self.started.elapsed();
+        match self.shift {
+            Shift::Between(from, to) => elapsed >= from && to.is_none_or(|t| elapsed < t),
+            Shift::Alternating => (elapsed.as_secs() / 60) % 2 == 1,
         }
     }
 }
@@ -124,6 +185,19 @@ impl PartitionReader for Generator {
         let due = (elapsed * self.rate) as u64;
         let n = due.saturating_sub(self.produced).min(max as u64);
         let shifted = self.shifted();
+        if shifted != self.was_shifted {
+            self.was_shifted = shifted;
+            println!(
+                "[{:>5.1}s] generator: {} (event time {})",
+                elapsed,
+                if shifted {
+                    "SHIFTED amounts and countries"
+                } else {
+                    "shifted BACK to the reference distribution"
+                },
+                self.base_ms + (elapsed * self.speed * 1000.0) as u64
+            );
+        }
         let ts_ms = self.base_ms + (elapsed * self.speed * 1000.0) as u64;
         for _ in 0..n {
             self.produced += 1;
@@ -184,7 +258,14 @@ impl DriftSink for DemoDrift {
 
     fn alert(&self, alert: &DriftAlert) {
         self.board.record_alert(alert);
-        let comparison = if alert.measure.fires_above() {
+        let comparison = if alert.measure.is_detector() {
+            format!(
+                "{} detection: {:+.4} (parameter {})",
+                alert.measure.name(),
+                alert.value,
+                alert.threshold
+            )
+        } else if alert.measure.fires_above() {
             format!(
                 "{} = {:.4} (threshold {})",
                 alert.measure.name(),
@@ -212,10 +293,25 @@ impl DriftSink for DemoDrift {
 
 /// Runs `freshet demo`.
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
-    let pipeline = format!("{FOUNDATION_PIPELINE}{DEMO_DRIFT}{DEMO_MODEL}");
+    let pipeline = format!("{FOUNDATION_PIPELINE}{DEMO_DRIFT}{DEMO_MODEL}{DEMO_MODEL_DRIFT}");
     let spec = PipelineSpec::from_toml(&pipeline, Path::new("<demo pipeline>"))?;
     let board = Arc::new(DriftBoard::new(&spec));
-    let models = Arc::new(crate::learn::ModelRunner::start(&spec, None)?);
+    let drift = Arc::new(DemoDrift {
+        board: board.clone(),
+        started: Instant::now(),
+    });
+    let streams = crate::model_drift::ModelStreams {
+        sink: drift.clone(),
+        base: std::path::PathBuf::from("."),
+        whole_input: false,
+    };
+    let models = Arc::new(crate::learn::ModelRunner::start(
+        &spec,
+        crate::learn::RunnerOptions {
+            streams: Some(&streams),
+            ..Default::default()
+        },
+    )?);
     let summaries = models.summaries();
     let store: Arc<dyn OnlineStore> = Arc::new(freshet_store::MemoryStore::new());
     let metrics = Arc::new(PipelineMetrics::new());
@@ -257,7 +353,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         args.rate, args.cards, args.speed
     );
     println!("  try: curl http://{addr}/v1/features/card/c0000000   |   freshet query --view card c0000000 c0000001");
-    println!("       curl http://{addr}/v1/drift   (amounts and countries shift during the middle third of a --duration run)");
+    let shift = Shift::of(args)?;
+    println!(
+        "       curl http://{addr}/v1/drift   (amounts and countries shift {})",
+        shift.describe()
+    );
     println!(
         "       curl -H 'content-type: application/json' -d '{}' http://{addr}/v1/models/fraud/predict",
         crate::serving::DEMO_PREDICT_BODY
@@ -282,6 +382,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             stop,
             produced: 0,
             line: Vec::with_capacity(160),
+            shift,
+            was_shifted: false,
         });
         Ok(vec![(0, reader)])
     });
@@ -289,10 +391,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         store: store.clone(),
         changelog: sink.clone(),
         dead_letters: sink.clone(),
-        drift: Arc::new(DemoDrift {
-            board: board.clone(),
-            started: Instant::now(),
-        }),
+        drift,
         models: models.clone(),
         metrics: metrics.clone(),
         flush_interval: Duration::from_millis(100),

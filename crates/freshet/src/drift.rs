@@ -1,9 +1,10 @@
 //! `freshet drift snapshot`: reads input files through the pipeline's drift monitors with the
 //! whole input as every monitor's reference, and writes the frozen reference profiles to a file
 //! that `reference = { kind = "file", path = ".." }` pins. And [`AlertDelivery`]: the sinks that
-//! deliver alert transitions beyond drift.jsonl (webhooks; an alert topic is added by `run`).
+//! deliver alert transitions beyond drift.jsonl (webhooks, and in `freshet run` the alert
+//! topics).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -16,9 +17,12 @@ use freshet_core::spec::PipelineSpec;
 use freshet_features::drift::{FeatureReference, ReferenceSnapshot, SNAPSHOT_FORMAT};
 use freshet_features::source::DeadLetter;
 use freshet_features::window::ClosedWindow;
-use freshet_features::{ChangelogSink, DeadLetterSink, DriftSink, Outputs};
+use freshet_features::{ChangelogSink, DeadLetterSink, DriftSink, ModelSink, Outputs};
+use freshet_kafka::alerts::KafkaAlertSink;
+use freshet_kafka::KafkaProducer;
 use serde_json::json;
 
+use crate::learn::ModelRunner;
 use crate::replay::{file_inputs, parse_input};
 use crate::webhook::WebhookSink;
 
@@ -26,10 +30,12 @@ use crate::webhook::WebhookSink;
 pub const WEBHOOK_DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The drift sink of a run: the given one, wrapped by one [`WebhookSink`] per distinct
-/// `alert.webhook` URL (each delivering the transitions of the monitors that name it).
+/// `alert.webhook` URL (each delivering the transitions of the monitors that name it) and, in
+/// `freshet run`, by a [`KafkaAlertSink`] producing to the monitors' `alert_topic`s.
 pub struct AlertDelivery {
     sink: Arc<dyn DriftSink>,
     webhooks: Vec<Arc<WebhookSink>>,
+    kafka: Option<Arc<KafkaAlertSink>>,
 }
 
 impl AlertDelivery {
@@ -52,7 +58,43 @@ impl AlertDelivery {
             sink = webhook.clone();
             webhooks.push(webhook);
         }
-        Ok(Self { sink, webhooks })
+        Ok(Self {
+            sink,
+            webhooks,
+            kafka: None,
+        })
+    }
+
+    /// [`AlertDelivery::start`] for `freshet run`: alert transitions of the monitors that set
+    /// `alert_topic` are also produced there through `producer` (checked to exist first), as
+    /// JSON keyed by `monitor/feature` ([`KafkaAlertSink`]).
+    pub fn start_live(
+        spec: &PipelineSpec,
+        sink: Arc<dyn DriftSink>,
+        producer: &Arc<KafkaProducer>,
+    ) -> anyhow::Result<Self> {
+        let topics = KafkaAlertSink::topics(spec);
+        let mut kafka = None;
+        let mut sink = sink;
+        if !topics.is_empty() {
+            let distinct: BTreeSet<&String> = topics.values().collect();
+            for topic in distinct {
+                producer.partition_count(topic).with_context(|| {
+                    format!("alert topic `{topic}` (create it with `freshet topics apply`)")
+                })?;
+            }
+            let k = Arc::new(KafkaAlertSink::new(sink, producer.clone(), topics));
+            sink = k.clone();
+            kafka = Some(k);
+        }
+        let mut delivery = Self::start(spec, sink)?;
+        delivery.kafka = kafka;
+        Ok(delivery)
+    }
+
+    /// Alert transitions that could not be queued for the alert topics.
+    pub fn kafka_failed(&self) -> u64 {
+        self.kafka.as_ref().map_or(0, |k| k.failed())
     }
 
     /// The sink to give the dataflow.
@@ -145,6 +187,28 @@ fn snapshot(args: &SnapshotArgs) -> anyhow::Result<()> {
         );
     }
     let inputs = file_inputs(&spec, &args.inputs)?;
+    let collector = Arc::new(Collector::default());
+    // model streams: the learners run as in a replay, every reference the whole input
+    let runner = if crate::model_drift::any(&spec) {
+        let streams = crate::model_drift::ModelStreams {
+            sink: collector.clone(),
+            base: crate::model_drift::base_of(&args.pipeline),
+            whole_input: true,
+        };
+        Some(Arc::new(ModelRunner::start(
+            &spec,
+            crate::learn::RunnerOptions {
+                streams: Some(&streams),
+                ..Default::default()
+            },
+        )?))
+    } else {
+        None
+    };
+    let models: Arc<dyn ModelSink> = match &runner {
+        Some(r) => r.clone(),
+        None => Arc::new(freshet_features::DiscardModels),
+    };
     let mut plans = freshet_features::plan::compile(&spec);
     let monitored: HashSet<&str> = spec
         .drift
@@ -152,24 +216,28 @@ fn snapshot(args: &SnapshotArgs) -> anyhow::Result<()> {
         .flat_map(|d| d.get_ref().feature_refs())
         .map(|(owner, _)| owner)
         .collect();
-    for plan in &mut plans {
-        // only the drift monitors matter here: views run only when a monitor reads them
+    for plan in plans.iter_mut().filter(|_| runner.is_none()) {
+        // only the drift monitors matter here (and the models, whose views they read): views
+        // run only when a monitor reads them
         plan.views
             .retain(|v| monitored.contains(v.schema.name.as_str()));
     }
     freshet_features::drift::reference_whole_input(&mut plans);
-    let collector = Arc::new(Collector::default());
     let metrics = Arc::new(PipelineMetrics::new());
     let outputs = Outputs {
         store: Arc::new(freshet_store::MemoryStore::new()),
         changelog: collector.clone(),
         dead_letters: collector.clone(),
         drift: collector.clone(),
-        models: Arc::new(freshet_features::DiscardModels),
+        models: models.clone(),
         metrics: metrics.clone(),
         flush_interval: Duration::from_secs(1),
     };
-    freshet_features::run(plans, inputs, 1, outputs)?;
+    let result = freshet_features::run(plans, inputs, 1, outputs);
+    if let Some(runner) = &runner {
+        runner.join()?;
+    }
+    result?;
     let mut snapshot = std::mem::take(
         &mut *collector
             .snapshot

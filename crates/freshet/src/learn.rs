@@ -5,6 +5,8 @@
 //!
 //! The sink batches what the dataflow hands it and sends the batches over a bounded channel,
 //! so the learner runs beside the timely workers and slows them down only when it falls behind.
+//! Drift monitors over a model's scores and errors run in its learner thread
+//! ([`crate::model_drift`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,6 +14,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::model_drift::{ModelDrift, ModelStreams};
 use anyhow::Context;
 use freshet_core::event::Scalar;
 use freshet_core::model::ModelSpec;
@@ -93,22 +96,31 @@ pub struct ModelRunner {
     registries: HashMap<String, freshet_learn::ModelRegistry>,
 }
 
-impl ModelRunner {
-    /// Starts a learner thread for every model of `spec` (features already expanded). With
-    /// `checkpoints`, each model resumes from its checkpoint there, checkpoints every
-    /// `checkpoint_every` updates and once more at the end.
-    pub fn start(spec: &PipelineSpec, checkpoints: Option<&Path>) -> anyhow::Result<Self> {
-        Self::start_with(spec, checkpoints, false)
-    }
+/// How [`ModelRunner::start`] runs the learners.
+#[derive(Default, Clone, Copy)]
+pub struct RunnerOptions<'a> {
+    /// Each model resumes from its checkpoint in this directory, checkpoints every
+    /// `checkpoint_every` updates (see `on_request`) and once more at the end.
+    pub checkpoints: Option<&'a Path>,
+    /// The learners checkpoint only when [`ModelRunner::checkpoint`] asks (and at the end), not
+    /// every `checkpoint_every` updates, so that `freshet run` can tie their checkpoints to the
+    /// dataflow's.
+    pub on_request: bool,
+    /// The drift monitors that read a model's score and error streams run in its learner
+    /// thread ([`crate::model_drift`]) and deliver there; every caller that runs a pipeline's
+    /// monitors should pass them.
+    pub streams: Option<&'a ModelStreams>,
+}
 
-    /// [`ModelRunner::start`]; with `on_request`, the learners checkpoint only when
-    /// [`ModelRunner::checkpoint`] asks (and at the end), not every `checkpoint_every` updates,
-    /// so that `freshet run` can tie their checkpoints to the dataflow's.
-    pub fn start_with(
-        spec: &PipelineSpec,
-        checkpoints: Option<&Path>,
-        on_request: bool,
-    ) -> anyhow::Result<Self> {
+impl ModelRunner {
+    /// Starts a learner thread for every model of `spec` (features already expanded), as
+    /// `options` say.
+    pub fn start(spec: &PipelineSpec, options: RunnerOptions<'_>) -> anyhow::Result<Self> {
+        let RunnerOptions {
+            checkpoints,
+            on_request,
+            streams,
+        } = options;
         let mut channels = HashMap::new();
         let mut threads = Vec::new();
         let summaries: Summaries = Arc::default();
@@ -128,12 +140,16 @@ impl ModelRunner {
             if let Ok(mut board) = summaries.lock() {
                 board.insert(m.name.clone(), learner.summary());
             }
+            let drift = match streams {
+                Some(s) => ModelDrift::for_model(spec, &m.name, s)?,
+                None => None,
+            };
             let (tx, rx) = sync_channel(CHANNEL_BATCHES);
             let name = m.name.clone();
             let board = summaries.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("learn-{name}"))
-                .spawn(move || learn(m, learner, rx, &board))?;
+                .spawn(move || learn(m, learner, rx, &board, drift))?;
             channels.insert(
                 name.clone(),
                 Channel {
@@ -179,6 +195,18 @@ impl ModelRunner {
 
     /// Waits for every learner and writes `models.jsonl` (one line per model) to `path`.
     pub fn finish(&self, path: &Path) -> anyhow::Result<Vec<ModelReport>> {
+        let reports = self.join()?;
+        let mut text = String::new();
+        for r in &reports {
+            text.push_str(&serde_json::to_string(&r.summary)?);
+            text.push('\n');
+        }
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(reports)
+    }
+
+    /// Waits for every learner (end of input) and returns their reports.
+    pub fn join(&self) -> anyhow::Result<Vec<ModelReport>> {
         for channel in self.channels.values() {
             channel.close();
         }
@@ -195,12 +223,6 @@ impl ModelRunner {
                 .map_err(|_| anyhow::anyhow!("the learner of model `{name}` panicked"))??;
             reports.push(report);
         }
-        let mut text = String::new();
-        for r in &reports {
-            text.push_str(&serde_json::to_string(&r.summary)?);
-            text.push('\n');
-        }
-        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(reports)
     }
 }
@@ -245,14 +267,29 @@ fn label_value(s: &Scalar) -> Option<f32> {
     }
 }
 
-/// Scores then learns `ready` (prequential); returns the examples rejected for their label.
-fn step(learner: &mut Learner, ready: &mut Vec<Example>, model: &str) -> anyhow::Result<u64> {
+/// Scores then learns `ready` (prequential), handing the scores to the model's drift monitors;
+/// returns the examples rejected for their label.
+fn step(
+    learner: &mut Learner,
+    ready: &mut Vec<Example>,
+    model: &str,
+    drift: Option<&mut ModelDrift>,
+) -> anyhow::Result<u64> {
     if ready.is_empty() {
         return Ok(0);
     }
-    let report = learner
-        .prequential(ready)
-        .with_context(|| format!("model `{model}`"))?;
+    let report = match drift {
+        Some(d) => {
+            let report = learner.prequential_outcomes(ready, d.outcome_buffer());
+            let report = report.with_context(|| format!("model `{model}`"))?;
+            d.scored()
+                .with_context(|| format!("model `{model}`: drift"))?;
+            report
+        }
+        None => learner
+            .prequential(ready)
+            .with_context(|| format!("model `{model}`"))?,
+    };
     ready.clear();
     Ok(report.rejected as u64)
 }
@@ -262,6 +299,7 @@ fn learn(
     mut learner: Learner,
     rx: Receiver<Vec<Item>>,
     board: &Summaries,
+    mut drift: Option<ModelDrift>,
 ) -> anyhow::Result<ModelReport> {
     let mut joins = JoinCounts::default();
     let mut ready: Vec<Example> = Vec::new();
@@ -269,16 +307,31 @@ fn learn(
     for batch in rx {
         for item in batch {
             match item {
-                Item::Row(row) => match row.label.as_ref().and_then(label_value) {
-                    Some(label) => ready.push(Example {
-                        values: row.values.iter().map(value).collect(),
-                        label,
-                    }),
-                    None => rejected += 1,
-                },
+                Item::Row(row) => {
+                    if let (Some(d), Some(_)) = (drift.as_mut(), &row.label) {
+                        // the dataflow releases rows in order of outcome time
+                        // (`ModelRow::outcome_ms`): every outcome before this one's is known.
+                        // A row without a label (served requests) is no outcome and no clock.
+                        d.saw(row.outcome_ms);
+                        d.watermark(row.outcome_ms, ready.is_empty())?;
+                    }
+                    match row.label.as_ref().and_then(label_value) {
+                        Some(label) => {
+                            ready.push(Example {
+                                values: row.values.iter().map(value).collect(),
+                                label,
+                            });
+                            if let Some(d) = drift.as_mut() {
+                                d.queued(row.outcome_ms);
+                            }
+                        }
+                        None => rejected += 1,
+                    }
+                }
                 Item::Joins(counts) => joins = counts,
                 Item::Checkpoint(done) => {
-                    let result = step(&mut learner, &mut ready, &spec.name).and_then(|r| {
+                    let result = step(&mut learner, &mut ready, &spec.name, drift.as_mut());
+                    let result = result.and_then(|r| {
                         rejected += r;
                         learner
                             .checkpoint()
@@ -290,14 +343,18 @@ fn learn(
                 }
             }
             if ready.len() >= spec.batch_size.max(1) * 16 {
-                rejected += step(&mut learner, &mut ready, &spec.name)?;
+                rejected += step(&mut learner, &mut ready, &spec.name, drift.as_mut())?;
             }
         }
         if let Ok(mut b) = board.lock() {
             b.insert(spec.name.clone(), learner.summary());
         }
     }
-    rejected += step(&mut learner, &mut ready, &spec.name)?;
+    rejected += step(&mut learner, &mut ready, &spec.name, drift.as_mut())?;
+    if let Some(d) = drift.as_mut() {
+        d.finish()
+            .with_context(|| format!("model `{}`: drift", spec.name))?;
+    }
     learner
         .publish()
         .with_context(|| format!("model `{}`", spec.name))?;

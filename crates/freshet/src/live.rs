@@ -37,8 +37,13 @@ pub struct LiveModels {
 
 impl LiveModels {
     /// Starts a learner per `[[model]]`, each resumed from its checkpoint in `state_dir/models`
-    /// when there is one.
-    pub fn start(spec: &PipelineSpec, state_dir: &Path) -> anyhow::Result<Self> {
+    /// when there is one; the drift monitors over their scores and errors run as `streams` say
+    /// (delivering to the run's alert delivery).
+    pub fn start(
+        spec: &PipelineSpec,
+        state_dir: &Path,
+        streams: &crate::model_drift::ModelStreams,
+    ) -> anyhow::Result<Self> {
         if let Some(m) = spec
             .models
             .iter()
@@ -53,7 +58,14 @@ impl LiveModels {
         let dir = state_dir.join("models");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let runner = Arc::new(ModelRunner::start_with(spec, Some(&dir), true)?);
+        let runner = Arc::new(ModelRunner::start(
+            spec,
+            crate::learn::RunnerOptions {
+                checkpoints: Some(&dir),
+                on_request: true,
+                streams: Some(streams),
+            },
+        )?);
         for (name, registry) in runner.registries() {
             tracing::info!(model = %name, version = registry.version().unwrap_or(0), "model learner started");
         }

@@ -6,6 +6,7 @@ mod drift;
 mod kafka_cmds;
 mod learn;
 mod live;
+mod model_drift;
 mod output;
 mod replay;
 mod run;

@@ -101,10 +101,6 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     let mut spec = PipelineSpec::load(&args.pipeline)?;
     let inputs = file_inputs(&spec, &args.inputs)?;
     expand_globs(&mut spec, &args.inputs)?;
-    let models = Arc::new(crate::learn::ModelRunner::start(
-        &spec,
-        args.models_dir.as_deref(),
-    )?);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let store: Arc<dyn freshet_core::store::OnlineStore> =
@@ -113,6 +109,19 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     let dead_letters = Arc::new(JsonLines::create(&args.out.join("dead_letter.jsonl"))?);
     let drift = Arc::new(DriftLines::create(&args.out.join("drift.jsonl"))?);
     let delivery = crate::drift::AlertDelivery::start(&spec, drift.clone())?;
+    let streams = crate::model_drift::ModelStreams {
+        sink: delivery.sink(),
+        base: crate::model_drift::base_of(&args.pipeline),
+        whole_input: false,
+    };
+    let models = Arc::new(crate::learn::ModelRunner::start(
+        &spec,
+        crate::learn::RunnerOptions {
+            checkpoints: args.models_dir.as_deref(),
+            streams: Some(&streams),
+            ..Default::default()
+        },
+    )?);
     let metrics = Arc::new(PipelineMetrics::new());
     let outputs = Outputs {
         store: store.clone(),

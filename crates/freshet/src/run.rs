@@ -97,7 +97,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         })
         .collect();
     add_schema_checks(&mut plans, &topics, &args.topics_dir)?;
-    let models = crate::live::LiveModels::start(&spec, &args.state_dir)?;
     let restore = Checkpoint::load(&args.state_dir)?.map(Arc::new);
     match &restore {
         Some(cp) => {
@@ -158,6 +157,21 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("cannot listen on {addr}"))?;
     let board = Arc::new(DriftBoard::new(&spec));
+    // drift alerts (the board, the alert topics, webhooks), created before the models: the
+    // monitors over model scores and errors deliver from the learner threads
+    let delivery = crate::drift::AlertDelivery::start_live(
+        &spec,
+        Arc::new(BoardDrift {
+            board: board.clone(),
+        }),
+        &producer,
+    )?;
+    let streams = crate::model_drift::ModelStreams {
+        sink: delivery.sink(),
+        base: crate::model_drift::base_of(&args.pipeline),
+        whole_input: false,
+    };
+    let models = crate::live::LiveModels::start(&spec, &args.state_dir, &streams)?;
     let serving_board = Arc::new(freshet_kafka::RequestLoopBoard::default());
     let state = models
         .serve(
@@ -200,7 +214,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         store,
         changelog,
         dead_letters,
-        drift: Arc::new(BoardDrift { board }),
+        drift: delivery.sink(),
         models: models.runner(),
         metrics: metrics.clone(),
         flush_interval: LIVE_FLUSH_INTERVAL,
@@ -247,11 +261,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "changelog records after the last checkpoint not delivered");
     }
     // the dataflow ended the learners' input: they learn what it released last and checkpoint
+    // (their drift monitors deliver the last windows before the alerts are drained)
     let learned = if flow.is_ok() {
         models.finish()
     } else {
         Ok(())
     };
+    finish_alerts(&delivery);
     let _ = shutdown_tx.send(());
     let _ = runtime.block_on(server);
     result?;
@@ -306,6 +322,17 @@ fn add_schema_checks(
         tracing::info!(source = %plan.name, topic, fields = plan.schema.checks.len(), "checking the topic schema");
     }
     Ok(())
+}
+
+/// Drains the alert webhooks and reports alert deliveries that failed.
+fn finish_alerts(delivery: &crate::drift::AlertDelivery) {
+    for webhook in delivery.finish() {
+        tracing::info!(%webhook, "drift webhook");
+    }
+    let failed = delivery.kafka_failed();
+    if failed > 0 {
+        tracing::warn!(failed, "drift alerts not produced to their alert topic");
+    }
 }
 
 /// Keeps the board `/v1/drift` serves and logs each alert transition.

@@ -97,6 +97,9 @@ fn check_shapes(lines: &[Value]) {
                         ["chi_square", "chi_square_p", "jensen_shannon", "psi"],
                         "{line}"
                     ),
+                    "model.clf.score" | "model.clf.error" => {
+                        assert_eq!(names, ["ks", "ks_p", "psi"], "{line}");
+                    }
                     other => panic!("unexpected feature {other}"),
                 }
                 assert!(measures.values().all(Value::is_number), "{line}");
@@ -756,4 +759,280 @@ alert = {{ psi = 0.1, ks_p = 0.001, chi_square_p = 0.001, fire_after = 2, clear_
         "{webhook}"
     );
     assert_eq!(webhook["drained"], true);
+}
+
+// ---- model streams: `model.NAME.score` and `model.NAME.error` ----
+
+/// Events of the model tests: one every 10 ms from BASE_MS; x uniform in [-1, 1) from a fixed
+/// LCG, label y = 2x + 1 + e with noise e uniform in ±0.2 before `shift_s` and ±0.6 after it,
+/// so the absolute error of a fitted regression, |e|, goes from uniform on [0, 0.2] to uniform
+/// on [0, 0.6] (mean 0.1 → 0.3) while its predictions keep their distribution. With `labels`,
+/// the label goes to a second file as `{"id", "event_id", "ts", "y"}` `label_delay_ms` later
+/// instead.
+fn model_events(
+    dir: &Path,
+    seconds: u64,
+    shift_s: u64,
+    label_delay_ms: Option<u64>,
+) -> Vec<PathBuf> {
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut events = String::new();
+    let mut labels = String::new();
+    for i in 0..seconds * 100 {
+        let ts = BASE_MS + i * 10;
+        let x = next() * 2.0 - 1.0;
+        let noise = if i < shift_s * 100 { 0.2 } else { 0.6 };
+        let y = 2.0 * x + 1.0 + (next() * 2.0 - 1.0) * noise;
+        match label_delay_ms {
+            None => events.push_str(&format!(
+                "{{\"id\":\"e{}\",\"ts\":{ts},\"x\":{x},\"y\":{y}}}\n",
+                i % 7
+            )),
+            Some(delay) => {
+                events.push_str(&format!(
+                    "{{\"id\":\"e{}\",\"event_id\":{i},\"ts\":{ts},\"x\":{x}}}\n",
+                    i % 7
+                ));
+                labels.push_str(&format!(
+                    "{{\"id\":\"e{}\",\"event_id\":{i},\"ts\":{},\"y\":{y}}}\n",
+                    i % 7,
+                    ts + delay
+                ));
+            }
+        }
+    }
+    let path = dir.join("events.jsonl");
+    std::fs::write(&path, events).expect("write events");
+    let mut files = vec![path];
+    if label_delay_ms.is_some() {
+        let path = dir.join("labels.jsonl");
+        std::fs::write(&path, labels).expect("write labels");
+        files.push(path);
+    }
+    files
+}
+
+const MODEL_PIPELINE: &str = r#"[[source]]
+name = "events"
+entity = "id"
+event_time = "ts"
+
+[[model]]
+name = "clf"
+kind = "linear_regression"
+features = ["events.x"]
+label = { field = "y" }
+optimizer = { kind = "sgd", lr = 0.05 }
+batch_size = 8
+
+[[drift]]
+name = "m"
+features = ["model.clf.score", "model.clf.error"]
+reference = { kind = "first", duration = "100s" }
+window = "10s"
+methods = ["ks", "psi", "adwin"]
+alert = { ks_p = 0.001, fire_after = 2, clear_after = 3 }
+"#;
+
+fn first_firing_after(lines: &[Value], feature: &str, measure: &str, after_ms: u64) -> Option<u64> {
+    alerts(lines, "firing")
+        .into_iter()
+        .filter(|a| a["feature"] == feature && a["measure"] == measure)
+        .map(|a| int(a, "window_end"))
+        .find(|t| *t >= after_ms)
+}
+
+#[test]
+fn model_error_stream_fires_adwin_and_ks_after_the_label_noise_shifts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let shift_ms = BASE_MS + 300_000;
+    let files = model_events(dir.path(), 500, 300, None);
+    let pipeline = dir.path().join("model.toml");
+    std::fs::write(&pipeline, MODEL_PIPELINE).expect("write pipeline");
+    let out = dir.path().join("out");
+    replay(&pipeline, &[("events", files[0].clone())], 1, &out);
+    let lines = drift_lines(&out);
+    check_shapes(&lines);
+    // every learned example gives one score and one error, at its event time: 1 000 per 10 s
+    // window, compared from the first window after the 100 s reference
+    for feature in ["model.clf.score", "model.clf.error"] {
+        let windows: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["kind"] == "window" && l["feature"] == feature)
+            .collect();
+        // the last window, [490 s, 500 s), ends after the last event and is not evaluated
+        assert_eq!(windows.len(), 39, "{feature}");
+        assert_eq!(int(windows[0], "window_start"), BASE_MS + 100_000);
+        assert!(windows.iter().all(|w| int(w, "count") == 1_000));
+        assert!(windows[0]["measures"]["ks_p"].is_number());
+    }
+    // quiet from the end of the reference to the shift (the model learned within seconds)
+    let early: Vec<&Value> = alerts(&lines, "firing")
+        .into_iter()
+        .filter(|a| {
+            let t = int(a, "window_end");
+            t >= BASE_MS + 130_000 && t < shift_ms
+        })
+        .collect();
+    assert!(early.is_empty(), "false alarms before the shift: {early:?}");
+    // the error's ADWIN detects the rise soon after the shift (within 50 examples here), with
+    // a positive estimated change of the mean (diluted: the newer part still holds values
+    // from before the shift)
+    let adwin = first_firing_after(&lines, "model.clf.error", "adwin", BASE_MS + 130_000)
+        .expect("ADWIN on the error fires");
+    assert!(
+        adwin > shift_ms && adwin < shift_ms + 5_000,
+        "ADWIN fired {} ms after the shift",
+        adwin as i64 - shift_ms as i64
+    );
+    let fired = alerts(&lines, "firing")
+        .into_iter()
+        .find(|a| a["measure"] == "adwin" && int(a, "window_end") == adwin)
+        .expect("the ADWIN alert");
+    assert!(float(fired, "value") > 0.05, "{fired}");
+    // the window KS test on the error fires at the second window after the shift
+    let ks = first_firing_after(&lines, "model.clf.error", "ks", BASE_MS + 130_000)
+        .expect("KS on the error fires");
+    assert_eq!(ks, shift_ms + 2 * WINDOW_MS);
+}
+
+#[test]
+fn model_streams_do_not_depend_on_workers_and_follow_delayed_labels() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = model_events(dir.path(), 200, 120, Some(2_000));
+    let pipeline = dir.path().join("model.toml");
+    let body = MODEL_PIPELINE
+        .replace(
+            "event_time = \"ts\"\n",
+            "event_time = \"ts\"\n\n[[source]]\nname = \"labels\"\nentity = \"id\"\nevent_time = \"ts\"\n",
+        )
+        .replace(
+            "label = { field = \"y\" }",
+            "label = { source = \"labels\", join_key = \"event_id\", field = \"y\", max_delay = \"30s\" }",
+        )
+        .replace("duration = \"100s\"", "duration = \"60s\"");
+    std::fs::write(&pipeline, body).expect("write pipeline");
+    let run = |workers: usize, name: &str| {
+        let out = dir.path().join(name);
+        let got = replay(
+            &pipeline,
+            &[("events", files[0].clone()), ("labels", files[1].clone())],
+            workers,
+            &out,
+        );
+        let mut lines: Vec<String> = drift_lines(&out).iter().map(Value::to_string).collect();
+        lines.sort();
+        (drift_lines(&out), lines, got.summary)
+    };
+    let (lines, one, summary) = run(1, "w1");
+    assert!(!lines.is_empty(), "{summary}");
+    let (_, two, _) = run(2, "w2");
+    assert_eq!(one, two, "drift.jsonl differs between 1 and 2 workers");
+    // outcome time = the label's time: labels come 2 s after their events, from BASE + 2 s
+    // to BASE + 202 s, so the reference is [BASE + 2 s, BASE + 62 s) and windows run from
+    // BASE + 70 s to the last whole window before the last label (BASE + 200 s)
+    let windows: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["kind"] == "window" && l["feature"] == "model.clf.error")
+        .collect();
+    assert!(!windows.is_empty(), "{lines:?}");
+    assert_eq!(int(windows[0], "window_start"), BASE_MS + 70_000);
+    assert_eq!(
+        int(windows[windows.len() - 1], "window_end"),
+        BASE_MS + 200_000
+    );
+    assert!(windows.iter().all(|w| int(w, "count") == 1_000));
+    // the noise shift at 120 s reaches the error stream with the labels, 2 s later
+    let adwin = first_firing_after(&lines, "model.clf.error", "adwin", BASE_MS + 70_000)
+        .expect("ADWIN on the error fires");
+    assert!(
+        adwin > BASE_MS + 122_000 && adwin < BASE_MS + 127_000,
+        "ADWIN fired at {} s",
+        (adwin - BASE_MS) / 1000
+    );
+}
+
+#[test]
+fn model_stream_features_name_a_declared_model() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let check = |body: &str| {
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, body).expect("write");
+        let out = freshet(&["check", "--pipeline", &path.display().to_string()]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = check(&MODEL_PIPELINE.replace("model.clf.score", "model.nope.score"));
+    assert!(!ok);
+    assert!(
+        stderr.contains("feature `model.nope.score` reads model `nope`, which is not declared; expected one of: clf"),
+        "{stderr}"
+    );
+    // a stream other than score and error is no model stream: `model` must then be a source
+    let (ok, stderr) = check(&MODEL_PIPELINE.replace("model.clf.error", "model.clf.loss"));
+    assert!(!ok);
+    assert!(stderr.contains("model.clf.loss"), "{stderr}");
+    // a source called `model` makes `model.NAME.score` ambiguous
+    let (ok, stderr) = check(&MODEL_PIPELINE.replace(
+        "[[model]]",
+        "[[source]]\nname = \"model\"\nentity = \"id\"\nevent_time = \"ts\"\n\n[[model]]",
+    ));
+    assert!(!ok);
+    assert!(stderr.contains("also called `model`"), "{stderr}");
+    let (ok, stderr) = check(MODEL_PIPELINE);
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn model_stream_reference_pinned_by_a_snapshot() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let calm = model_events(dir.path(), 100, 1_000, None);
+    let calm_file = dir.path().join("calm.jsonl");
+    std::fs::rename(&calm[0], &calm_file).expect("rename");
+    let pipeline = dir.path().join("model.toml");
+    std::fs::write(
+        &pipeline,
+        MODEL_PIPELINE.replace(
+            "reference = { kind = \"first\", duration = \"100s\" }",
+            "reference = { kind = \"file\", path = \"ref.json\" }",
+        ),
+    )
+    .expect("write pipeline");
+    let snapshot = freshet(&[
+        "drift",
+        "snapshot",
+        "--pipeline",
+        &pipeline.display().to_string(),
+        "--input",
+        &format!("events={}", calm_file.display()),
+        "--out",
+        &dir.path().join("ref.json").display().to_string(),
+    ]);
+    assert!(
+        snapshot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&snapshot.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&snapshot.stdout).expect("summary JSON");
+    let references = summary["references"].as_array().expect("references");
+    assert_eq!(references.len(), 2, "{summary}");
+    assert!(references
+        .iter()
+        .all(|r| r["kind"] == "numeric" && int(r, "count") == 10_000));
+    // replayed against the pinned reference, the shifted traffic fires from its start on
+    let files = model_events(dir.path(), 300, 150, None);
+    let out = dir.path().join("out");
+    replay(&pipeline, &[("events", files[0].clone())], 1, &out);
+    let lines = drift_lines(&out);
+    let ks = first_firing_after(&lines, "model.clf.error", "ks", BASE_MS + 30_000)
+        .unwrap_or_else(|| panic!("KS on the error fires: {lines:?}"));
+    assert_eq!(ks, BASE_MS + 170_000);
 }

@@ -193,6 +193,60 @@ device = "cpu"
 }
 
 #[test]
+fn a_label_source_keyed_by_its_join_key_joins_every_label() {
+    // the label source's entity is the join key: the decoder reads the key from the entity
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(
+        &pipeline,
+        r#"
+[[source]]
+name = "transactions"
+entity = "card_id"
+event_time = "ts"
+
+[[source]]
+name = "labels"
+entity = "event_id"
+event_time = "ts"
+
+[[model]]
+name = "fraud"
+kind = "logistic_regression"
+features = ["transactions.amount"]
+label = { source = "labels", join_key = "event_id", field = "label", max_delay = "1m" }
+batch_size = 4
+device = "cpu"
+"#,
+    )
+    .expect("write");
+    let (mut txns, mut labels) = (String::new(), String::new());
+    for i in 0..40u64 {
+        let ts = 1_000_000 + i * 1_000;
+        let amount = (i % 7) as f64 * 10.0;
+        txns.push_str(&format!(
+            "{{\"event_id\":{i},\"card_id\":\"c{}\",\"ts\":{ts},\"amount\":{amount}}}\n",
+            i % 3
+        ));
+        labels.push_str(&format!(
+            "{{\"event_id\":{i},\"ts\":{},\"label\":{}}}\n",
+            ts + 5_000,
+            u8::from(amount > 30.0)
+        ));
+    }
+    std::fs::write(dir.path().join("t.jsonl"), txns).expect("write");
+    std::fs::write(dir.path().join("l.jsonl"), labels).expect("write");
+    let inputs = [
+        format!("transactions={}", dir.path().join("t.jsonl").display()),
+        format!("labels={}", dir.path().join("l.jsonl").display()),
+    ];
+    let (summary, models) = replay(&pipeline, &inputs, &dir.path().join("out"));
+    assert_eq!(summary["models"][0]["labels_joined"], 40, "{summary}");
+    assert_eq!(summary["models"][0]["labels_unmatched"], 0, "{summary}");
+    assert_eq!(models[0]["examples"], 40);
+}
+
+#[test]
 fn cuda_without_the_feature_is_a_configuration_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pipeline = dir.path().join("gpu.toml");

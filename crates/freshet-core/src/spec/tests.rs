@@ -263,6 +263,41 @@ fn drift_new_fields_are_checked() {
     }
 }
 
+#[test]
+fn model_stream_features_are_told_apart_from_sources_and_views() {
+    assert_eq!(
+        model_stream_ref("model.fraud.score"),
+        Some(("fraud", "score"))
+    );
+    assert_eq!(
+        model_stream_ref("model.fraud.error"),
+        Some(("fraud", "error"))
+    );
+    assert_eq!(model_stream_ref("model.fraud.loss"), None);
+    assert_eq!(model_stream_ref("model..score"), None);
+    assert_eq!(model_stream_ref("transactions.amount"), None);
+    let model = "[[model]]\nname = \"fraud\"\nkind = \"logistic_regression\"\nfeatures = [\"stream.v\"]\nlabel = { field = \"y\" }\n";
+    let spec = drift_with_view(&format!(
+        "features = [\"model.fraud.error\", \"stream.v\", \"card.mean_1h\"]\nreference = {{ kind = \"first\", events = 10 }}\nwindow = \"1m\"\n\n{model}"
+    ))
+    .expect("valid");
+    let d = spec.drift[0].get_ref();
+    assert_eq!(d.model_refs().collect::<Vec<_>>(), [("fraud", "error")]);
+    assert_eq!(
+        d.feature_refs().collect::<Vec<_>>(),
+        [("stream", "v"), ("card", "mean_1h")]
+    );
+    let err = drift_with_view(&format!(
+        "features = [\"model.nope.score\"]\nreference = {{ kind = \"first\", events = 10 }}\nwindow = \"1m\"\n\n{model}"
+    ))
+    .expect_err("unknown model");
+    assert!(
+        err.message
+            .contains("reads model `nope`, which is not declared; expected one of: fraud"),
+        "{err}"
+    );
+}
+
 const SERVING_BASE: &str = r#"[kafka]
 brokers = "127.0.0.1:9092"
 

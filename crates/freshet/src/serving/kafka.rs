@@ -118,6 +118,7 @@ impl FeatureLog {
             ModelRow {
                 model: model.to_owned(),
                 ts_ms,
+                outcome_ms: ts_ms,
                 entity: row.entity.to_owned(),
                 key,
                 values,
