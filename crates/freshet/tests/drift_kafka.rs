@@ -12,7 +12,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use freshet_kafka::client::consumer_config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -20,52 +20,14 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-use common::{freshet, read_jsonl, FRESHET};
+use common::services::{brokers, free_port, run_ok, unique};
+use common::{read_jsonl, FRESHET};
 
 /// gen.py's first event time: 2026-01-01T00:00:00Z.
 const BASE_MS: u64 = 1_767_225_600_000;
 const ROWS: u64 = 100_000;
 /// Event time of the shift (row ROWS / 2).
 const MIDPOINT_MS: u64 = BASE_MS + ROWS / 2;
-
-fn brokers() -> Option<String> {
-    let brokers =
-        std::env::var("FRESHET_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    if freshet_kafka::TopicAdmin::connect(&brokers, Duration::from_secs(5)).is_ok() {
-        return Some(brokers);
-    }
-    assert!(
-        !std::env::var("CI").is_ok_and(|v| v == "true"),
-        "CI=true but Kafka ({brokers}) is missing"
-    );
-    eprintln!("skipped: needs Kafka; run through scripts/test.sh");
-    None
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn run_ok(args: &[&str]) -> String {
-    let out = freshet(args);
-    assert!(
-        out.status.success(),
-        "freshet {} failed:\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn generate(dir: &Path) -> PathBuf {
     let status = Command::new("python3")

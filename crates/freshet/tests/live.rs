@@ -19,7 +19,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use freshet_kafka::client::consumer_config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -27,62 +27,12 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
-use common::{freshet, FRESHET};
+use common::services::{free_port, run_ok, services, unique};
+use common::FRESHET;
 
 const EVENTS: usize = 6_000;
 const REQUESTS: usize = 300;
 const FEATURE_QUERIES: usize = 20;
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// The broker and Redis addresses, or `None` (skip) when either is missing outside CI.
-fn services() -> Option<(String, String)> {
-    let brokers =
-        std::env::var("FRESHET_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let redis = std::env::var("FRESHET_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-    let kafka_up = freshet_kafka::TopicAdmin::connect(&brokers, Duration::from_secs(5)).is_ok();
-    let redis_up = redis::Client::open(redis.as_str())
-        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
-        .is_ok();
-    match (kafka_up, redis_up) {
-        (true, true) => Some((brokers, redis)),
-        _ if ci() => panic!(
-            "CI=true but Kafka ({brokers}: {kafka_up}) or Redis ({redis}: {redis_up}) is missing"
-        ),
-        _ => {
-            eprintln!("skipped: needs Kafka and Redis; run through scripts/test.sh");
-            None
-        }
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn run_ok(args: &[&str]) -> String {
-    let out = freshet(args);
-    assert!(
-        out.status.success(),
-        "freshet {} failed:\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The topics of one test: `(role, name, partitions)`.
 struct Topics {
