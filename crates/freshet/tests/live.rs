@@ -27,7 +27,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
-use common::services::{free_port, run_ok, services, unique};
+use common::services::{self, free_port, run_ok, services, unique};
 use common::FRESHET;
 
 const EVENTS: usize = 6_000;
@@ -236,26 +236,48 @@ fn wait_metrics(
     }
 }
 
-fn terminate(mut running: Running) {
-    let mut child = running.0.take().expect("running");
-    let pid = child.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
+/// Generates `events` transactions with labels 500 ms behind, creates the test's topics and
+/// produces both files, keyed by card; returns the topics.
+fn load_traffic(dir: &Path, brokers: &str, events: usize) -> Topics {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let data = dir.join("data");
+    let gen = Command::new("python3")
+        .arg(root.join("tests/oracle/gen.py"))
+        .args([
+            "txn",
+            "--events",
+            &events.to_string(),
+            "--label-delay-ms",
+            "500",
+            "--out",
+        ])
+        .arg(&data)
         .status()
-        .expect("kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert!(
-                status.success(),
-                "freshet run exited with {status} after SIGTERM"
-            );
-            return;
-        }
-        assert!(Instant::now() < deadline, "no exit within 60 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
+        .expect("gen.py");
+    assert!(gen.success());
+    let topics = Topics::create(dir, brokers);
+    for (role, file) in [
+        ("transactions", "transactions.jsonl"),
+        ("labels", "labels.jsonl"),
+    ] {
+        run_ok(&[
+            "produce",
+            "--brokers",
+            brokers,
+            "--topic",
+            topics.get(role),
+            &data.join(file).display().to_string(),
+            "--key-field",
+            "card_id",
+            "--topics-dir",
+            "/nonexistent",
+        ]);
     }
+    topics
+}
+
+fn terminate(mut running: Running) {
+    services::terminate(running.0.take().expect("running"));
 }
 
 /// One message read back: key, payload, headers.
@@ -356,40 +378,7 @@ fn kafka_requests_are_answered_while_the_model_learns_from_a_label_topic() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let data = dir.path().join("data");
-    let gen = Command::new("python3")
-        .arg(root.join("tests/oracle/gen.py"))
-        .args([
-            "txn",
-            "--events",
-            &EVENTS.to_string(),
-            "--label-delay-ms",
-            "500",
-            "--out",
-        ])
-        .arg(&data)
-        .status()
-        .expect("gen.py");
-    assert!(gen.success());
-    let topics = Topics::create(dir.path(), &brokers);
-    for (role, file) in [
-        ("transactions", "transactions.jsonl"),
-        ("labels", "labels.jsonl"),
-    ] {
-        run_ok(&[
-            "produce",
-            "--brokers",
-            &brokers,
-            "--topic",
-            topics.get(role),
-            &data.join(file).display().to_string(),
-            "--key-field",
-            "card_id",
-            "--topics-dir",
-            "/nonexistent",
-        ]);
-    }
+    let topics = load_traffic(dir.path(), &brokers, EVENTS);
     let tag = unique("live");
     let port = free_port();
     let pipeline = pipeline(dir.path(), &brokers, &redis, &topics, &tag, port);
@@ -652,40 +641,7 @@ fn kafka_serving_latency() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let data = dir.path().join("data");
-    let gen = Command::new("python3")
-        .arg(root.join("tests/oracle/gen.py"))
-        .args([
-            "txn",
-            "--events",
-            "5000",
-            "--label-delay-ms",
-            "500",
-            "--out",
-        ])
-        .arg(&data)
-        .status()
-        .expect("gen.py");
-    assert!(gen.success());
-    let topics = Topics::create(dir.path(), &brokers);
-    for (role, file) in [
-        ("transactions", "transactions.jsonl"),
-        ("labels", "labels.jsonl"),
-    ] {
-        run_ok(&[
-            "produce",
-            "--brokers",
-            &brokers,
-            "--topic",
-            topics.get(role),
-            &data.join(file).display().to_string(),
-            "--key-field",
-            "card_id",
-            "--topics-dir",
-            "/nonexistent",
-        ]);
-    }
+    let topics = load_traffic(dir.path(), &brokers, 5_000);
     let tag = unique("bench");
     let port = free_port();
     let pipeline = pipeline(dir.path(), &brokers, &redis, &topics, &tag, port);

@@ -28,7 +28,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-use common::services::{ci, free_port, run_ok, services, unique};
+use common::services::{ci, free_port, run_ok, services, terminate, unique};
 use common::FRESHET;
 
 const EVENTS: usize = 30_000;
@@ -241,27 +241,6 @@ fn wait_caught_up(child: &mut Child, port: u16) -> u64 {
                 Some(_) => {}
             }
         }
-    }
-}
-
-fn terminate(mut child: Child) {
-    let pid = child.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert!(
-                status.success(),
-                "freshet run exited with {status} after SIGTERM"
-            );
-            return;
-        }
-        assert!(Instant::now() < deadline, "no exit within 60 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -2,7 +2,8 @@
 //! exports their addresses), unique names, free ports and `freshet` runs that must succeed.
 //! Outside CI a missing service skips a test; under `CI=true` it fails it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::freshet;
 
@@ -72,4 +73,26 @@ pub fn run_ok(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Sends SIGTERM to a running `freshet` and requires a clean exit within 60 s.
+pub fn terminate(mut child: Child) {
+    let pid = child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(
+                status.success(),
+                "freshet run exited with {status} after SIGTERM"
+            );
+            return;
+        }
+        assert!(Instant::now() < deadline, "no exit within 60 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
