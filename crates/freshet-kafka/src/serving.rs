@@ -30,14 +30,13 @@ use hdrhistogram::Histogram;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::client::{
     consumer_config, fetch_metadata, partition_count, producer_config, Error, CONNECT_TIMEOUT,
 };
-use crate::sink::{HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_SOURCE, HEADER_TOPIC};
 
 /// How often acknowledged offsets are committed.
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
@@ -503,29 +502,13 @@ impl Worker {
     }
 
     fn dead_letter_headers(&self, reason: &str, request: &Request<'_>) -> OwnedHeaders {
-        let partition = request.partition.to_string();
-        let offset = request.offset.to_string();
-        OwnedHeaders::new_with_capacity(5)
-            .insert(Header {
-                key: HEADER_REASON,
-                value: Some(reason),
-            })
-            .insert(Header {
-                key: HEADER_SOURCE,
-                value: Some(self.config.name.as_str()),
-            })
-            .insert(Header {
-                key: HEADER_TOPIC,
-                value: Some(self.config.request_topic.as_str()),
-            })
-            .insert(Header {
-                key: HEADER_PARTITION,
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: HEADER_OFFSET,
-                value: Some(offset.as_str()),
-            })
+        crate::sink::dead_letter_headers(
+            reason,
+            &self.config.name,
+            &self.config.request_topic,
+            request.partition,
+            request.offset,
+        )
     }
 
     /// Queues one message; while librdkafka's queue is full, takes acknowledgements and retries.

@@ -269,29 +269,13 @@ impl DeadLetterSink for KafkaDeadLetterSink {
             None => ("", self.fallback.as_str()),
         };
         let reason = letter.reason.to_string();
-        let partition = letter.partition.to_string();
-        let offset = letter.offset.to_string();
-        let headers = OwnedHeaders::new_with_capacity(5)
-            .insert(Header {
-                key: HEADER_REASON,
-                value: Some(reason.as_str()),
-            })
-            .insert(Header {
-                key: HEADER_SOURCE,
-                value: Some(letter.source.as_str()),
-            })
-            .insert(Header {
-                key: HEADER_TOPIC,
-                value: Some(source_topic),
-            })
-            .insert(Header {
-                key: HEADER_PARTITION,
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: HEADER_OFFSET,
-                value: Some(offset.as_str()),
-            });
+        let headers = dead_letter_headers(
+            &reason,
+            &letter.source,
+            source_topic,
+            letter.partition,
+            letter.offset,
+        );
         if let Err(e) = self
             .producer
             .send(target, None, &letter.record, Some(headers))
@@ -299,6 +283,40 @@ impl DeadLetterSink for KafkaDeadLetterSink {
             self.producer.report(target, &e);
         }
     }
+}
+
+/// The headers of a dead letter: the reason, the source (or `[[serving]]` table) it came from,
+/// and the topic, partition and offset of the original record.
+pub(crate) fn dead_letter_headers(
+    reason: &str,
+    source: &str,
+    topic: &str,
+    partition: impl std::fmt::Display,
+    offset: impl std::fmt::Display,
+) -> OwnedHeaders {
+    let partition = partition.to_string();
+    let offset = offset.to_string();
+    OwnedHeaders::new_with_capacity(5)
+        .insert(Header {
+            key: HEADER_REASON,
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: HEADER_SOURCE,
+            value: Some(source),
+        })
+        .insert(Header {
+            key: HEADER_TOPIC,
+            value: Some(topic),
+        })
+        .insert(Header {
+            key: HEADER_PARTITION,
+            value: Some(partition.as_str()),
+        })
+        .insert(Header {
+            key: HEADER_OFFSET,
+            value: Some(offset.as_str()),
+        })
 }
 
 /// One changelog message: a closed window of one entity's feature.

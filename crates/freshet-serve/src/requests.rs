@@ -149,3 +149,15 @@ impl AppState {
             .collect()
     }
 }
+
+/// How a JSON value's type is named in error messages ("a string", "an array", ...).
+pub fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

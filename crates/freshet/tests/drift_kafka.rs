@@ -11,7 +11,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use freshet_kafka::client::consumer_config;
@@ -20,7 +20,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-use common::services::{brokers, free_port, run_ok, unique};
+use common::services::{brokers, free_port, run_ok, terminate, unique};
 use common::{read_jsonl, FRESHET};
 
 /// gen.py's first event time: 2026-01-01T00:00:00Z.
@@ -81,23 +81,6 @@ fn consume(brokers: &str, topic: &str, want: usize, timeout: Duration) -> Vec<(S
         }
     }
     out
-}
-
-fn terminate(mut child: Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert!(status.success(), "freshet run exited with {status}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "no exit within 60 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

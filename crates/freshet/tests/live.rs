@@ -21,13 +21,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use freshet_kafka::client::consumer_config;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::message::Message;
 use serde_json::{json, Value};
 
-use common::services::{self, free_port, run_ok, services, unique};
+use common::services::{
+    self, free_port, metrics, reader_from_beginning, run_ok, services, topic_message, unique,
+    TopicMessage,
+};
 use common::FRESHET;
 
 const EVENTS: usize = 6_000;
@@ -193,24 +193,6 @@ fn start(pipeline: &Path, state: &Path, t: &Topics) -> Running {
     ))
 }
 
-fn metrics(port: u16) -> Option<HashMap<String, f64>> {
-    let body = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
-        .call()
-        .ok()?
-        .into_body()
-        .read_to_string()
-        .ok()?;
-    Some(
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                Some((k.to_owned(), v.parse().ok()?))
-            })
-            .collect(),
-    )
-}
-
 /// Waits until `ready` holds for the metrics, or fails after `limit`.
 fn wait_metrics(
     child: &mut Child,
@@ -280,54 +262,18 @@ fn terminate(mut running: Running) {
     services::terminate(running.0.take().expect("running"));
 }
 
-/// One message read back: key, payload, headers.
-type TopicMessage = (Option<String>, Vec<u8>, BTreeMap<String, String>);
-
 /// Reads `topic` from the beginning until `done` holds for what was read (or 60 s pass).
 fn consume_until(
     brokers: &str,
     topic: &str,
     done: impl Fn(&[TopicMessage]) -> bool,
 ) -> Vec<TopicMessage> {
-    let consumer: BaseConsumer = consumer_config(brokers, &unique("reader"))
-        .create()
-        .expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(None, Duration::from_secs(10))
-        .expect("metadata");
-    let partitions = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map_or(0, |t| t.partitions().len());
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions as i32 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("tpl");
-    }
-    consumer.assign(&tpl).expect("assign");
+    let (consumer, _) = reader_from_beginning(brokers, topic);
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline && !done(&out) {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|x| {
-                            (
-                                x.key.to_owned(),
-                                String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push((
-                m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                m.payload().unwrap_or_default().to_vec(),
-                headers,
-            ));
+            out.push(topic_message(&m));
         }
     }
     out
@@ -721,23 +667,7 @@ fn timestamps(brokers: &str, topic: &str, count: usize) -> HashMap<String, i64> 
 }
 
 fn consume_with_time(brokers: &str, topic: &str, count: usize) -> Vec<(String, i64)> {
-    let consumer: BaseConsumer = consumer_config(brokers, &unique("reader"))
-        .create()
-        .expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(None, Duration::from_secs(10))
-        .expect("metadata");
-    let partitions = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map_or(0, |t| t.partitions().len());
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions as i32 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("tpl");
-    }
-    consumer.assign(&tpl).expect("assign");
+    let (consumer, _) = reader_from_beginning(brokers, topic);
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while out.len() < count && Instant::now() < deadline {

@@ -22,13 +22,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use freshet_kafka::client::consumer_config;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::Consumer;
 use serde_json::Value;
 
-use common::services::{ci, free_port, run_ok, services, terminate, unique};
+use common::services::{
+    ci, free_port, metrics, reader_from_beginning, run_ok, services, terminate, topic_message,
+    unique, TopicMessage,
+};
 use common::FRESHET;
 
 const EVENTS: usize = 30_000;
@@ -183,24 +183,6 @@ fn start(pipeline: &Path, state: &Path, names: &Names, topics_dir: &Path) -> Chi
         .expect("freshet run starts")
 }
 
-fn metrics(port: u16) -> Option<HashMap<String, f64>> {
-    let body = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
-        .call()
-        .ok()?
-        .into_body()
-        .read_to_string()
-        .ok()?;
-    Some(
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                Some((k.to_owned(), v.parse().ok()?))
-            })
-            .collect(),
-    )
-}
-
 fn get(m: &HashMap<String, f64>, name: &str) -> f64 {
     m.get(name).copied().unwrap_or(0.0)
 }
@@ -244,33 +226,16 @@ fn wait_caught_up(child: &mut Child, port: u16) -> u64 {
     }
 }
 
-/// One message read back: key, payload, headers.
-type TopicMessage = (Option<String>, Vec<u8>, BTreeMap<String, String>);
-
 /// Every message of `topic`.
 fn consume_all(brokers: &str, topic: &str) -> Vec<TopicMessage> {
-    let consumer: BaseConsumer = consumer_config(brokers, &unique("reader"))
-        .create()
-        .expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(None, Duration::from_secs(10))
-        .expect("metadata");
-    let partitions = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map_or(0, |t| t.partitions().len());
-    let mut tpl = TopicPartitionList::new();
+    let (consumer, partitions) = reader_from_beginning(brokers, topic);
     let mut ends = 0i64;
-    for p in 0..partitions as i32 {
+    for p in 0..partitions {
         let (_, high) = consumer
             .fetch_watermarks(topic, p, Duration::from_secs(10))
             .expect("watermarks");
         ends += high;
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("tpl");
     }
-    consumer.assign(&tpl).expect("assign");
     // tansu 0.6 reports a high watermark that leaves out the newest batch, so read until the
     // watermarks are reached and then nothing more arrives for 3 s
     let mut out = Vec::new();
@@ -281,24 +246,7 @@ fn consume_all(brokers: &str, topic: &str) -> Vec<TopicMessage> {
     {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             last_message = Instant::now();
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|x| {
-                            (
-                                x.key.to_owned(),
-                                String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push((
-                m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                m.payload().unwrap_or_default().to_vec(),
-                headers,
-            ));
+            out.push(topic_message(&m));
         }
     }
     assert!(out.len() as i64 >= ends, "read all of `{topic}`");

@@ -21,6 +21,7 @@ use super::metrics::{Endpoint, ModelTiming, ShadowSample, ShadowSummary};
 use super::{lookup, no_version, score_failed};
 use crate::error::ApiError;
 use crate::features::MAX_ENTITIES_PER_REQUEST;
+use crate::requests::json_type_name as type_name;
 use crate::state::AppState;
 
 /// How a model's inputs are filled for `/v1` requests.
@@ -106,17 +107,6 @@ struct Row<'a> {
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::InvalidBody(message.into())
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 fn object<'a>(value: &'a Value, path: &str) -> Result<&'a Map<String, Value>, ApiError> {

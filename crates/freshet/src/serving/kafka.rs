@@ -30,6 +30,7 @@ use freshet_serve::{AppState, FeatureQuery, RequestError, RequestErrorKind, Serv
 use serde_json::{Map, Value};
 
 use crate::learn::ModelRunner;
+use freshet_serve::requests::json_type_name as type_name;
 
 /// The handler of one `[[serving]]` table.
 pub fn handler(
@@ -132,17 +133,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// A request's id and the rest of its body, or the reason it is malformed (with the id when

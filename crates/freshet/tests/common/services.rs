@@ -2,8 +2,14 @@
 //! exports their addresses), unique names, free ports and `freshet` runs that must succeed.
 //! Outside CI a missing service skips a test; under `CI=true` it fails it.
 
+use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use freshet_kafka::client::consumer_config;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::freshet;
 
@@ -95,4 +101,71 @@ pub fn terminate(mut child: Child) {
         assert!(Instant::now() < deadline, "no exit within 60 s of SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// One message read back: key, payload, headers.
+pub type TopicMessage = (Option<String>, Vec<u8>, BTreeMap<String, String>);
+
+/// A consumer of every partition of `topic` from its beginning, and the partition count.
+pub fn reader_from_beginning(brokers: &str, topic: &str) -> (BaseConsumer, i32) {
+    let consumer: BaseConsumer = consumer_config(brokers, &unique("reader"))
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len()) as i32;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    (consumer, partitions)
+}
+
+/// `m` as key, payload and headers (text, lossily).
+pub fn topic_message(m: &BorrowedMessage<'_>) -> TopicMessage {
+    let headers = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| {
+                    (
+                        x.key.to_owned(),
+                        String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (
+        m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        m.payload().unwrap_or_default().to_vec(),
+        headers,
+    )
+}
+
+/// The samples of a `freshet` HTTP API's `/metrics` by series (name and labels), or `None` when
+/// it does not answer.
+pub fn metrics(port: u16) -> Option<HashMap<String, f64>> {
+    let body = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .ok()?
+        .into_body()
+        .read_to_string()
+        .ok()?;
+    Some(
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect(),
+    )
 }
