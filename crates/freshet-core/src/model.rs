@@ -9,6 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::duration::HumanDuration;
+use crate::serving::TrafficPolicy;
 
 /// Mini-batch size when a model does not set one: learn after every labelled example.
 pub const DEFAULT_BATCH_SIZE: usize = 1;
@@ -101,6 +102,41 @@ pub struct ModelSpec {
     /// Examples in the rolling window of the prequential metrics (default 10000).
     #[serde(default = "default_rolling_window")]
     pub rolling_window: usize,
+    /// `[model.serving]`: the traffic policy at start and versions loaded from files (default:
+    /// `latest`, no files).
+    #[serde(default, skip_serializing_if = "ModelServingSpec::is_default")]
+    pub serving: ModelServingSpec,
+}
+
+/// `[model.serving]`: how a model is served when the process starts. Policies set later (admin
+/// endpoint, `freshet models traffic`) replace this one until the file's policy changes.
+///
+/// ```toml
+/// [model.serving]
+/// traffic = { canary = { version = 412, percent = 10 } }  # or "latest", { pin = N }, { shadow = N }
+/// versions = ["versions/fraud.v412.json"]                  # held from start
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelServingSpec {
+    /// The traffic policy at start, written as in the admin endpoint: `"latest"` (default),
+    /// `{ pin = N }`, `{ canary = { version = N, percent = P } }` or `{ shadow = N }`. The
+    /// version it names must be held at start: one of `versions`, or the learner's current one.
+    #[serde(default)]
+    pub traffic: TrafficPolicy,
+    /// Versions loaded at start and held for the process's life, besides those the learner
+    /// publishes: version files (`<model>.v<N>.json`, as serving writes them) or model
+    /// checkpoint directories (as `replay --models-dir`, `run` and `freshet models export`
+    /// write them). Relative paths are read from the working directory.
+    #[serde(default)]
+    pub versions: Vec<std::path::PathBuf>,
+}
+
+impl ModelServingSpec {
+    /// Whether this is the default (`latest`, no files).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 const fn default_batch_size() -> usize {
@@ -461,6 +497,10 @@ impl ModelSpec {
             ));
         }
         self.validate_features()?;
+        self.serving
+            .traffic
+            .validate()
+            .map_err(|problem| self.error("serving.traffic", problem))?;
         self.validate_label()?;
         self.validate_shape()?;
         self.validate_optimizer()?;

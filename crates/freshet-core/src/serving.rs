@@ -13,6 +13,7 @@
 //! with another version scored in the shadow.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -142,6 +143,57 @@ pub trait ModelVersion: Send + Sync + 'static {
     /// [`ModelDescription::inputs`], appending [`ModelDescription::outputs`] scores per row
     /// to `out`.
     fn score(&self, rows: &[InputValue<'_>], out: &mut Vec<f32>) -> Result<(), ScoreError>;
+
+    /// Writes this version into `dir`, so that a later process can load it again; returns the
+    /// file to load. Versions that cannot be written say why (the default).
+    fn save(&self, dir: &Path) -> Result<PathBuf, String> {
+        Err(format!(
+            "version {} cannot be written to {}",
+            self.version(),
+            dir.display()
+        ))
+    }
+}
+
+/// How a model starts serving: its traffic policy and the versions it holds from the start
+/// (loaded from files), besides those its [`Scorer`] publishes.
+#[derive(Clone, Default)]
+pub struct ServingStart {
+    /// The policy at start; the version it names must be among `versions` or be the scorer's
+    /// current one.
+    pub policy: TrafficPolicy,
+    /// Versions held for the process's life.
+    pub versions: Vec<Arc<dyn ModelVersion>>,
+}
+
+impl fmt::Debug for ServingStart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServingStart")
+            .field("policy", &self.policy)
+            .field(
+                "versions",
+                &self
+                    .versions
+                    .iter()
+                    .map(|v| v.version())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Keeps the traffic policies across restarts. Serving calls it on every policy change (admin
+/// endpoint, rollback) before the change takes effect; an error refuses the change, so that
+/// what serves is always what a restart would serve.
+pub trait PolicyKeeper: Send + Sync + 'static {
+    /// Records that `model` serves under `policy` from now on; `named` is the version the
+    /// policy names (to be written, as a restart must hold it again).
+    fn keep(
+        &self,
+        model: &str,
+        policy: TrafficPolicy,
+        named: Option<&Arc<dyn ModelVersion>>,
+    ) -> Result<(), String>;
 }
 
 impl fmt::Debug for dyn ModelVersion {

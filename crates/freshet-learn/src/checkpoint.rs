@@ -13,15 +13,18 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use freshet_core::model::ModelSpec;
+use freshet_core::model::{Activation, ModelKind, ModelSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::LearnError;
 use crate::example::{Example, Value};
+use crate::head::Head;
 use crate::learner::{Engine, Learner};
-use crate::linear::{State, GROUPS};
+use crate::linear::{LinearWeights, State, GROUPS};
 use crate::metrics::{Entry, MetricCounts, ModelSummary};
-use crate::preprocess::Standardizer;
+use crate::net::NetWeights;
+use crate::preprocess::{Scaler, Standardizer};
+use crate::registry::{Frozen, PublishedModel};
 
 const FORMAT: u32 = 1;
 
@@ -229,6 +232,7 @@ fn comparable(spec: &ModelSpec) -> ModelSpec {
     s.device = freshet_core::model::DeviceSpec::Cpu;
     s.publish_every = 1;
     s.checkpoint_every = 0;
+    s.serving = freshet_core::model::ModelServingSpec::default();
     s
 }
 
@@ -296,7 +300,7 @@ pub(crate) fn load(learner: &mut Learner, dir: &Path) -> Result<(), LearnError> 
     if comparable(&meta.spec) != comparable(&learner.spec) {
         return Err(invalid(
             &path,
-            "the model's spec changed since the checkpoint (only device, publish_every and checkpoint_every may)",
+            "the model's spec changed since the checkpoint (only device, publish_every, checkpoint_every and [model.serving] may)",
         ));
     }
     if meta.inputs != *learner.inputs {
@@ -450,4 +454,168 @@ fn read_pending(t: &mut Tensors, count: usize, inputs: usize) -> Result<Vec<Exam
         out.push(Example { values, label });
     }
     Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Version files: one published version, frozen, for serving (no optimizer state, no metrics).
+
+const VERSION_FORMAT: u32 = 1;
+
+/// The metadata of a version file, `<dir>/<model>.v<version>.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct VersionMeta {
+    format: u32,
+    model: String,
+    kind: ModelKind,
+    version: u64,
+    updates: u64,
+    examples: u64,
+    engine: String,
+    inputs: Vec<String>,
+    head: Head,
+    mask: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    activation: Option<Activation>,
+    #[serde(default)]
+    layers: usize,
+    tensors: String,
+}
+
+/// The metadata path of version `version` of `model` in `dir`.
+pub(crate) fn version_path(dir: &Path, model: &str, version: u64) -> PathBuf {
+    dir.join(format!("{model}.v{version}.json"))
+}
+
+/// Writes `model` as a version file into `dir` (tensors first, then the metadata renamed into
+/// place); returns the metadata path. Writing a version that is already there rewrites it.
+pub(crate) fn save_version(model: &PublishedModel, dir: &Path) -> Result<PathBuf, LearnError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let stem = format!("{}.v{}", model.name, model.version);
+    let tensors_name = format!("{stem}.safetensors");
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    let (engine, head, mask, activation, layers, scaler) = match &model.frozen {
+        Frozen::Linear(scaler, w) => {
+            tensors.insert("w.params".into(), host(w.params.clone())?);
+            if !w.hashed.is_empty() {
+                tensors.insert("w.hashed".into(), host(w.hashed.clone())?);
+            }
+            ("native", w.head, w.mask, None, 0, scaler)
+        }
+        Frozen::Net(scaler, w) => {
+            for (i, (weight, bias)) in w.layers.iter().enumerate() {
+                tensors.insert(format!("net.{i}.w"), weight.to_device(&Device::Cpu)?);
+                tensors.insert(format!("net.{i}.b"), bias.to_device(&Device::Cpu)?);
+            }
+            tensors.insert("net.emb".into(), w.emb.to_device(&Device::Cpu)?);
+            (
+                "candle",
+                w.head,
+                w.mask,
+                Some(w.activation),
+                w.layers.len(),
+                scaler,
+            )
+        }
+    };
+    tensors.insert(
+        "scaler.mean_inv".into(),
+        host64(scaler.mean_inv().to_vec())?,
+    );
+    let tensors_path = dir.join(&tensors_name);
+    candle_core::safetensors::save(&tensors, &tensors_path)
+        .map_err(|e| invalid(&tensors_path, format!("cannot write tensors: {e}")))?;
+    let meta = VersionMeta {
+        format: VERSION_FORMAT,
+        model: model.name.to_string(),
+        kind: model.kind,
+        version: model.version,
+        updates: model.updates,
+        examples: model.examples,
+        engine: engine.to_owned(),
+        inputs: model.inputs.to_vec(),
+        head,
+        mask,
+        activation,
+        layers,
+        tensors: tensors_name,
+    };
+    let path = version_path(dir, &model.name, model.version);
+    let json = serde_json::to_vec_pretty(&meta)
+        .map_err(|e| invalid(&path, format!("cannot encode metadata: {e}")))?;
+    let tmp = dir.join(format!("{stem}.json.tmp"));
+    std::fs::write(&tmp, json).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    Ok(path)
+}
+
+/// Reads a version file (its metadata path); the tensors are loaded on the CPU.
+pub(crate) fn load_version(path: &Path) -> Result<PublishedModel, LearnError> {
+    let text = std::fs::read(path).map_err(io(path))?;
+    let meta: VersionMeta = serde_json::from_slice(&text)
+        .map_err(|e| invalid(path, format!("not a model version file: {e}")))?;
+    if meta.format != VERSION_FORMAT {
+        return Err(invalid(
+            path,
+            format!("format {} (this build reads {VERSION_FORMAT})", meta.format),
+        ));
+    }
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let tensors_path = dir.join(&meta.tensors);
+    let map = candle_core::safetensors::load(&tensors_path, &Device::Cpu)
+        .map_err(|e| invalid(&tensors_path, format!("cannot read tensors: {e}")))?;
+    let mut t = Tensors {
+        path: tensors_path,
+        map,
+    };
+    let n = meta.inputs.len();
+    let k = meta.head.outputs();
+    let scaler = Scaler::from_mean_inv(t.f64s("scaler.mean_inv", 2 * n)?);
+    let frozen = match meta.engine.as_str() {
+        "native" => {
+            let params = t.f32s("w.params", k * (2 * n + 1))?;
+            let buckets = meta.mask as usize + 1;
+            let hashed = t.optional_f32s("w.hashed", buckets * k)?;
+            Frozen::Linear(
+                scaler,
+                LinearWeights {
+                    head: meta.head,
+                    inputs: n,
+                    mask: meta.mask,
+                    params,
+                    hashed,
+                },
+            )
+        }
+        "candle" => {
+            let layers = (0..meta.layers)
+                .map(|i| {
+                    Ok((
+                        t.take(&format!("net.{i}.w"))?,
+                        t.take(&format!("net.{i}.b"))?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, LearnError>>()?;
+            Frozen::Net(
+                scaler,
+                NetWeights {
+                    head: meta.head,
+                    inputs: n,
+                    mask: meta.mask,
+                    activation: meta.activation.unwrap_or_default(),
+                    layers,
+                    emb: t.take("net.emb")?,
+                },
+            )
+        }
+        other => return Err(invalid(path, format!("unknown engine `{other}`"))),
+    };
+    Ok(PublishedModel {
+        name: meta.model.as_str().into(),
+        kind: meta.kind,
+        version: meta.version,
+        updates: meta.updates,
+        examples: meta.examples,
+        inputs: meta.inputs.into(),
+        frozen,
+    })
 }

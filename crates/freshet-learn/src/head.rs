@@ -5,7 +5,8 @@ use freshet_core::model::{ModelKind, ModelSpec};
 use crate::error::LearnError;
 
 /// What the outputs of a model mean.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum Head {
     /// One logit, `p = sigmoid(logit)`, log loss.
     Binary,

@@ -125,6 +125,19 @@ impl Standardizer {
 }
 
 impl Scaler {
+    /// A scaler from its buffer: the means, then the inverse standard deviations.
+    pub(crate) fn from_mean_inv(mean_inv: Vec<f64>) -> Self {
+        Self {
+            inputs: mean_inv.len() / 2,
+            mean_inv,
+        }
+    }
+
+    /// The means, then the inverse standard deviations.
+    pub(crate) fn mean_inv(&self) -> &[f64] {
+        &self.mean_inv
+    }
+
     /// Standardised numbers of a decoded example into `z` (0 where absent), clipped to
     /// `[-Z_CLIP, Z_CLIP]`.
     pub(crate) fn standardize(&self, decoded: &Decoded, z: &mut [f32]) {

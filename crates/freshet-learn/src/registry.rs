@@ -2,6 +2,7 @@
 //! the learner keeps training. A reader never sees half an update; a new version replaces the
 //! old one with one atomic pointer swap, and the old one lives until its last reader drops it.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -51,6 +52,24 @@ impl PublishedModel {
             outputs: self.outputs(),
             values,
         })
+    }
+
+    /// Writes this version to `dir` as a version file, `<model>.v<version>.json` (metadata)
+    /// next to `<model>.v<version>.safetensors` (weights and standardisation); returns the
+    /// metadata path. [`PublishedModel::load`] reads it back, scoring bit for bit the same.
+    pub fn save(&self, dir: &Path) -> Result<PathBuf, LearnError> {
+        crate::checkpoint::save_version(self, dir)
+    }
+
+    /// Reads a version file written by [`PublishedModel::save`] (its `.json` path); the weights
+    /// are loaded on the CPU.
+    pub fn load(path: &Path) -> Result<Self, LearnError> {
+        crate::checkpoint::load_version(path)
+    }
+
+    /// The path [`PublishedModel::save`] writes version `version` of `model` to in `dir`.
+    pub fn file_path(dir: &Path, model: &str, version: u64) -> PathBuf {
+        crate::checkpoint::version_path(dir, model, version)
     }
 
     /// Scores per example: 1, or the number of classes.

@@ -876,3 +876,64 @@ fn summary_serialises_as_a_models_jsonl_line() {
     assert_eq!(line["examples"], 100);
     assert_eq!(line["rolling"]["examples"], 50);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Version files.
+
+/// A trained version written with `PublishedModel::save` and read back scores exactly as the
+/// published one, for every engine and head, categorical and missing values included.
+#[test]
+fn version_files_score_exactly_as_the_published_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (kind, engine, extra) in [
+        ("logistic_regression", EngineChoice::Auto, ""),
+        ("softmax", EngineChoice::Auto, "classes = 3"),
+        ("linear_regression", EngineChoice::Auto, ""),
+        (
+            "mlp",
+            EngineChoice::Candle,
+            "hidden = [8]\nembedding_dim = 4",
+        ),
+        (
+            "mlp",
+            EngineChoice::Candle,
+            "hidden = [6, 4]\nclasses = 3\nactivation = \"tanh\"",
+        ),
+    ] {
+        let spec = spec(kind, &format!("batch_size = 8\nhash_buckets = 64\n{extra}"));
+        let options = LearnerOptions {
+            engine,
+            ..LearnerOptions::default()
+        };
+        let mut learner = Learner::with_options(&spec, names(), options).expect("learner");
+        let data = data_for(kind, extra.contains("classes"), &mut Rng(7), 400);
+        learner.learn(&data[..300]).expect("learn");
+        learner.publish().expect("publish");
+        let published = learner.registry().current().expect("a version");
+        let sub = dir.path().join(format!("{kind}-{}", published.version));
+        let path = published.save(&sub).expect("save");
+        assert_eq!(
+            path,
+            crate::PublishedModel::file_path(&sub, "t", published.version)
+        );
+        let loaded = crate::PublishedModel::load(&path).expect("load");
+        assert_eq!(loaded.version, published.version, "{kind}");
+        assert_eq!(loaded.kind, published.kind);
+        assert_eq!(loaded.updates, published.updates);
+        assert_eq!(loaded.inputs, published.inputs);
+        let want = published.predict(&data[300..]).expect("predict");
+        let got = loaded.predict(&data[300..]).expect("predict");
+        assert_eq!(got.outputs, want.outputs, "{kind}");
+        assert_eq!(
+            got.values, want.values,
+            "{kind}: scores differ after a round trip"
+        );
+    }
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, "{\"format\": 1}").expect("write");
+    let err = crate::PublishedModel::load(&broken).expect_err("not a version file");
+    assert!(
+        err.to_string().contains("not a model version file"),
+        "{err}"
+    );
+}

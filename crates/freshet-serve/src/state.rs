@@ -1,6 +1,7 @@
 //! The state every handler shares: the store, the pipeline counters, the drift board, the health
 //! flag and the request-latency histograms.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use freshet_core::drift::DriftBoard;
 use freshet_core::metrics::{KafkaServingBoard, LearnerBoard, PipelineMetrics};
-use freshet_core::serving::Scorer;
+use freshet_core::serving::{PolicyKeeper, Scorer, ServingStart};
 use freshet_core::store::OnlineStore;
 
 use crate::models::{AdminToken, ModelBook};
@@ -92,8 +93,24 @@ impl AppState {
     /// traffic policy.
     #[must_use]
     pub fn with_models(mut self, scorer: Arc<dyn Scorer>) -> Self {
-        self.models = Some(Arc::new(ModelBook::new(&scorer)));
+        let book = ModelBook::new(&scorer, &HashMap::new(), None);
+        // `latest` names no version, so nothing can be refused
+        self.models = book.ok().map(Arc::new);
         self
+    }
+
+    /// Serves the models of `scorer`, each starting as `starts` says (by model name; default
+    /// `latest`, no loaded versions), and tells `keeper` of every later policy change before it
+    /// takes effect. Fails when a start policy names a version its model does not hold.
+    pub fn with_served_models(
+        mut self,
+        scorer: Arc<dyn Scorer>,
+        starts: &HashMap<String, ServingStart>,
+        keeper: Option<Arc<dyn PolicyKeeper>>,
+    ) -> Result<Self, String> {
+        let book = ModelBook::new(&scorer, starts, keeper.as_ref())?;
+        self.models = Some(Arc::new(book));
+        Ok(self)
     }
 
     /// Adds the online models' learning metrics that `/metrics` exposes as `freshet_model_*`.

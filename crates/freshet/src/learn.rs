@@ -404,6 +404,19 @@ pub enum ModelsCommand {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Reads or sets a served model's traffic policy on a running `freshet run` or `freshet
+    /// demo` (its admin endpoint; the token comes from `FRESHET_ADMIN_TOKEN` when set).
+    /// `freshet run` keeps the change across restarts.
+    Traffic {
+        /// Model name.
+        name: String,
+        /// `latest`, `pin=N`, `canary=N:PERCENT`, `shadow=N`, `rollback`, or the policy's JSON
+        /// (`{"pin": 12}`); none: print the policy and the held versions.
+        policy: Option<String>,
+        /// The server's HTTP address (`[serve] listen`).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+    },
 }
 
 fn read_meta(dir: &Path, name: &str) -> anyhow::Result<serde_json::Value> {
@@ -460,6 +473,9 @@ pub fn models(command: &ModelsCommand) -> anyhow::Result<()> {
                 out.display()
             );
             Ok(())
+        }
+        ModelsCommand::Traffic { name, policy, addr } => {
+            crate::serving::traffic::traffic_command(addr, name, policy.as_deref())
         }
     }
 }

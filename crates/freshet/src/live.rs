@@ -32,6 +32,7 @@ const LEARNER_CHECKPOINT_WAIT: Duration = Duration::from_secs(120);
 pub struct LiveModels {
     runner: Arc<ModelRunner>,
     dir: PathBuf,
+    state_dir: PathBuf,
     count: usize,
 }
 
@@ -72,6 +73,7 @@ impl LiveModels {
         Ok(Self {
             runner,
             dir,
+            state_dir: state_dir.to_owned(),
             count: spec.models.len(),
         })
     }
@@ -87,8 +89,14 @@ impl LiveModels {
             self.runner.summaries(),
         )));
         if self.count > 0 {
-            let scorer = crate::serving::RegistryScorer::new(spec, self.runner.registries());
-            state = state.with_models(Arc::new(scorer));
+            let registries = self.runner.registries();
+            let scorer = crate::serving::RegistryScorer::new(spec, registries);
+            let (starts, keeper) =
+                crate::serving::traffic::serving_starts(spec, registries, Some(&self.state_dir))?;
+            let keeper = keeper.map(|k| k as Arc<dyn freshet_core::serving::PolicyKeeper>);
+            state = state
+                .with_served_models(Arc::new(scorer), &starts, keeper)
+                .map_err(|e| anyhow::anyhow!("[model.serving] traffic: {e}"))?;
             if let Some(token) = crate::serving::admin_token_from_env()? {
                 state = state.with_admin_token(token);
             }

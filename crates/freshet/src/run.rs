@@ -34,7 +34,7 @@ use freshet_kafka::{
 use freshet_serve::{AppState, HealthStatus};
 
 /// Changed vectors are written to the store at most this often.
-const LIVE_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+const LIVE_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 /// How often health and consumer lag are refreshed.
 const TICK: Duration = Duration::from_millis(250);
 

@@ -8,6 +8,7 @@
 
 mod bench;
 pub mod kafka;
+pub mod traffic;
 
 #[cfg(test)]
 mod tests;
@@ -42,12 +43,9 @@ fn learner_value(value: &InputValue<'_>) -> Value {
     }
 }
 
-impl ModelVersion for ServedVersion {
-    fn version(&self) -> u64 {
-        self.0.version
-    }
-
-    fn score(&self, rows: &[InputValue<'_>], out: &mut Vec<f32>) -> Result<(), ScoreError> {
+impl ServedVersion {
+    /// [`ModelVersion::score`] (implemented in [`traffic`] with the version files).
+    fn score_rows(&self, rows: &[InputValue<'_>], out: &mut Vec<f32>) -> Result<(), ScoreError> {
         let inputs = self.0.inputs.len();
         if inputs == 0 || !rows.len().is_multiple_of(inputs) {
             return Err(ScoreError::Shape {

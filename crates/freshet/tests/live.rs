@@ -540,7 +540,24 @@ fn kafka_requests_are_answered_while_the_model_learns_from_a_label_topic() {
         "freshet_serving_kafka_latency_seconds{serving=\"fraud_kafka\",quantile=\"0.99\"}"
     ));
 
+    // pin the version serving now with `freshet models traffic`: the restart below keeps it
+    let addr = format!("127.0.0.1:{port}");
+    let traffic = |args: &[&str]| -> Value {
+        let mut all = vec!["models", "traffic", "fraud", "--addr", addr.as_str()];
+        all.extend_from_slice(args);
+        serde_json::from_str(&run_ok(&all)).expect("traffic answer")
+    };
+    let pinned = traffic(&[])["latest_version"].as_u64().expect("a version");
+    let answer = traffic(&[&format!("pin={pinned}")]);
+    assert_eq!(answer["policy"], json!({ "pin": pinned }), "{answer}");
+
     terminate(child);
+    assert!(
+        state
+            .join(format!("serving/versions/fraud.v{pinned}.json"))
+            .is_file(),
+        "the pinned version is kept in the state directory"
+    );
     // offsets committed to the end of the request topic once every answer was acknowledged
     let group = format!("{tag}.serving.fraud_kafka");
     let committed =
@@ -571,6 +588,16 @@ fn kafka_requests_are_answered_while_the_model_learns_from_a_label_topic() {
         model(&m, "freshet_model_examples_total").unwrap_or(0.0) >= examples as f64,
         "resumed with {examples} examples"
     );
+    // the pin survived the restart, and the pinned version answers
+    assert_eq!(traffic(&[])["policy"], json!({ "pin": pinned }));
+    let http: Value = ureq::post(&format!("http://127.0.0.1:{port}/v1/models/fraud/predict"))
+        .header("content-type", "application/json")
+        .send(r#"{"entity":"c0000001","fields":{"amount":10.0,"country":"NG"}}"#)
+        .expect("http predict")
+        .into_body()
+        .read_json()
+        .expect("json");
+    assert_eq!(http["predictions"][0]["version"], pinned, "{http}");
     terminate(child);
 }
 

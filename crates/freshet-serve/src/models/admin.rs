@@ -116,6 +116,7 @@ impl From<PolicyError> for ApiError {
                 StatusCode::CONFLICT
             }
             PolicyError::NoVersion(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PolicyError::NotKept { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         rejected(status, err.to_string())
     }

@@ -5,12 +5,14 @@
 //! The snapshot is rebuilt, under a mutex that requests never take on the fast path, when the
 //! scorer reports a new version or the policy changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
-use freshet_core::serving::{ModelDescription, ModelVersion, Scorer, TrafficPolicy};
+use freshet_core::serving::{
+    ModelDescription, ModelVersion, PolicyKeeper, Scorer, ServingStart, TrafficPolicy,
+};
 
 use super::metrics::ModelStats;
 use super::predict::InputPlan;
@@ -26,20 +28,26 @@ pub(crate) struct ModelBook {
 }
 
 impl ModelBook {
-    /// The models of `scorer`, each with the `latest` policy.
-    pub(crate) fn new(scorer: &Arc<dyn Scorer>) -> Self {
+    /// The models of `scorer`, each starting as `starts` says (default: `latest`, no loaded
+    /// versions); policy changes go to `keeper` first when there is one. Fails when a start
+    /// policy names a version the model does not hold.
+    pub(crate) fn new(
+        scorer: &Arc<dyn Scorer>,
+        starts: &HashMap<String, ServingStart>,
+        keeper: Option<&Arc<dyn PolicyKeeper>>,
+    ) -> Result<Self, String> {
         let models = scorer
             .models()
             .into_iter()
             .map(|description| {
                 let name = description.name.clone();
-                (
-                    name,
-                    Arc::new(ServedModel::new(description, Arc::clone(scorer))),
-                )
+                let start = starts.get(&name).cloned().unwrap_or_default();
+                let model =
+                    ServedModel::new(description, Arc::clone(scorer), start, keeper.cloned())?;
+                Ok((name, Arc::new(model)))
             })
-            .collect();
-        Self { models }
+            .collect::<Result<_, String>>()?;
+        Ok(Self { models })
     }
 
     /// One model.
@@ -122,6 +130,8 @@ pub(crate) enum PolicyError {
     NothingToRollBackTo { model: String, version: u64 },
     #[error("model `{0}` has no published version yet")]
     NoVersion(String),
+    #[error("model `{model}`: the policy could not be kept for restarts, so it was not changed: {reason}")]
+    NotKept { model: String, reason: String },
 }
 
 /// The versions a model holds, changed under [`ServedModel::history`].
@@ -130,6 +140,8 @@ struct History {
     latest: Option<Arc<dyn ModelVersion>>,
     /// The last [`RECENT_VERSIONS`] versions seen, ascending, distinct.
     recent: Vec<Arc<dyn ModelVersion>>,
+    /// Versions loaded at start, held for the process's life.
+    loaded: Vec<Arc<dyn ModelVersion>>,
     policy: TrafficPolicy,
     named: Option<Arc<dyn ModelVersion>>,
 }
@@ -152,6 +164,7 @@ impl History {
 
     fn held(&self) -> Vec<Arc<dyn ModelVersion>> {
         let mut held: Vec<Arc<dyn ModelVersion>> = self.recent.clone();
+        held.extend(self.loaded.iter().cloned());
         held.extend(self.latest.iter().cloned());
         held.extend(self.named.iter().cloned());
         held.sort_by_key(|m| m.version());
@@ -182,23 +195,44 @@ pub(crate) struct ServedModel {
     history: Mutex<History>,
     /// Spreads V2 requests without an `id` over a canary.
     requests: AtomicU64,
+    /// Told of every policy change first.
+    keeper: Option<Arc<dyn PolicyKeeper>>,
 }
 
 impl ServedModel {
-    fn new(description: ModelDescription, scorer: Arc<dyn Scorer>) -> Self {
+    fn new(
+        description: ModelDescription,
+        scorer: Arc<dyn Scorer>,
+        start: ServingStart,
+        keeper: Option<Arc<dyn PolicyKeeper>>,
+    ) -> Result<Self, String> {
         let plan = InputPlan::new(&description);
         let stats = ModelStats::new(&description);
+        let mut loaded = start.versions;
+        loaded.sort_by_key(|m| m.version());
+        loaded.dedup_by_key(|m| m.version());
+        let history = History {
+            loaded,
+            ..History::default()
+        };
         let model = Self {
             description,
             plan,
             stats,
             scorer,
-            routing: ArcSwap::from_pointee(History::default().routing()),
-            history: Mutex::new(History::default()),
+            routing: ArcSwap::from_pointee(history.routing()),
+            history: Mutex::new(history),
             requests: AtomicU64::new(0),
+            keeper,
         };
         model.refresh();
-        model
+        if start.policy != TrafficPolicy::Latest {
+            // the start policy is what the keeper already holds (or the pipeline file's)
+            model
+                .change_policy(start.policy, false)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(model)
     }
 
     /// The model's name.
@@ -247,6 +281,15 @@ impl ServedModel {
         &self,
         policy: TrafficPolicy,
     ) -> Result<(TrafficPolicy, Arc<Routing>), PolicyError> {
+        self.change_policy(policy, true)
+    }
+
+    /// [`ServedModel::set_policy`], telling the keeper first when `keep`.
+    fn change_policy(
+        &self,
+        policy: TrafficPolicy,
+        keep: bool,
+    ) -> Result<(TrafficPolicy, Arc<Routing>), PolicyError> {
         policy.validate().map_err(PolicyError::Invalid)?;
         let mut history = self.history();
         self.observe_current(&mut history);
@@ -266,6 +309,14 @@ impl ServedModel {
                 }
             })?),
         };
+        if let Some(keeper) = self.keeper.as_ref().filter(|_| keep) {
+            keeper
+                .keep(self.name(), policy, named.as_ref())
+                .map_err(|reason| PolicyError::NotKept {
+                    model: self.name().to_owned(),
+                    reason,
+                })?;
+        }
         let previous = std::mem::replace(&mut history.policy, policy);
         history.named = named;
         let routing = self.publish(&history);

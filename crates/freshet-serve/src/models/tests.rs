@@ -1,6 +1,7 @@
 //! The model endpoints through `app(state).oneshot(..)`, over a scorer whose scores say which
 //! version computed them from which inputs.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -10,7 +11,8 @@ use axum::Router;
 use freshet_core::metrics::PipelineMetrics;
 use freshet_core::model::ModelKind;
 use freshet_core::serving::{
-    InputSource, InputValue, ModelDescription, ModelInput, ModelVersion, ScoreError, Scorer,
+    InputSource, InputValue, ModelDescription, ModelInput, ModelVersion, PolicyKeeper, ScoreError,
+    Scorer, ServingStart, TrafficPolicy,
 };
 use freshet_core::store::{FeatureValue, FeatureVector, OnlineStore, StoreWrite, ViewSchema};
 use freshet_store::MemoryStore;
@@ -939,4 +941,103 @@ async fn learner_metrics_are_exposed_per_model_and_window() {
     }
     assert!(!text.contains("freshet_model_auc{model=\"fraud\",window=\"rolling\"}"));
     assert!(!text.contains("freshet_model_logloss{model=\"price\""));
+}
+
+/// Records every policy change; refuses them while `refuse` is set.
+#[derive(Default)]
+struct RecordingKeeper {
+    kept: Mutex<Vec<(String, TrafficPolicy, Option<u64>)>>,
+    refuse: std::sync::atomic::AtomicBool,
+}
+
+impl PolicyKeeper for RecordingKeeper {
+    fn keep(
+        &self,
+        model: &str,
+        policy: TrafficPolicy,
+        named: Option<&Arc<dyn ModelVersion>>,
+    ) -> Result<(), String> {
+        if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err("disk full".to_owned());
+        }
+        self.kept.lock().expect("kept").push((
+            model.to_owned(),
+            policy,
+            named.map(|v| v.version()),
+        ));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn start_policies_hold_loaded_versions_and_changes_are_kept_first() {
+    let scorer = scorer();
+    let loaded: Arc<dyn ModelVersion> = Arc::new(FakeVersion {
+        version: 0,
+        inputs: 4,
+        outputs: 1,
+    });
+    let starts = HashMap::from([(
+        "fraud".to_owned(),
+        ServingStart {
+            policy: TrafficPolicy::Pin(0),
+            versions: vec![loaded],
+        },
+    )]);
+    let keeper = Arc::new(RecordingKeeper::default());
+    let as_keeper: Arc<dyn PolicyKeeper> = Arc::clone(&keeper) as Arc<dyn PolicyKeeper>;
+    let state = AppState::new(store(), Arc::new(PipelineMetrics::new()))
+        .with_served_models(
+            Arc::clone(&scorer) as Arc<dyn Scorer>,
+            &starts,
+            Some(as_keeper),
+        )
+        .expect("start policy names a loaded version");
+    let app = app(state.clone());
+    let predict = || post(&app, "/v1/models/fraud/predict", json!({"entity": "c1"}));
+    // the loaded version serves from the start, and is held for good
+    assert_eq!(predict().await.1["version"], 0);
+    for v in 2..(RECENT_VERSIONS as u64 + 5) {
+        scorer.publish("fraud", v);
+        state.observe_model_versions();
+    }
+    let (_, body) = admin(&app, "fraud", json!("latest"), None).await;
+    assert_eq!(body["previous"], json!({"pin": 0}));
+    assert_eq!(body["versions"][0], 0, "{body}");
+    // the start policy was not reported as a change; the admin change was, before it applied
+    assert_eq!(
+        *keeper.kept.lock().expect("kept"),
+        vec![("fraud".to_owned(), TrafficPolicy::Latest, None)]
+    );
+    let (status, _) = admin(&app, "fraud", json!({"shadow": 0}), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        keeper.kept.lock().expect("kept").last(),
+        Some(&("fraud".to_owned(), TrafficPolicy::Shadow(0), Some(0)))
+    );
+    // a change the keeper refuses does not happen
+    keeper
+        .refuse
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let (status, body) = admin(&app, "fraud", json!({"pin": 0}), None).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(
+        body["error"].as_str().expect("error").contains("disk full"),
+        "{body}"
+    );
+    let (_, body) = get(&app, "/v1/admin/models/fraud/traffic").await;
+    assert_eq!(body["policy"], json!({"shadow": 0}));
+
+    // a start policy naming a version nobody holds is refused at start
+    let bad = HashMap::from([(
+        "fraud".to_owned(),
+        ServingStart {
+            policy: TrafficPolicy::Pin(77),
+            versions: Vec::new(),
+        },
+    )]);
+    let err = AppState::new(store(), Arc::new(PipelineMetrics::new()))
+        .with_served_models(scorer as Arc<dyn Scorer>, &bad, None)
+        .expect_err("version 77 is not held");
+    assert!(err.contains("does not hold version 77"), "{err}");
 }
