@@ -76,10 +76,7 @@ impl ServedRows {
     /// A queue for each of `models` (the models with delayed labels).
     pub fn new<I: IntoIterator<Item = String>>(models: I) -> Self {
         Self {
-            queues: models
-                .into_iter()
-                .map(|m| (m, Queue::default()))
-                .collect(),
+            queues: models.into_iter().map(|m| (m, Queue::default())).collect(),
         }
     }
 
@@ -122,7 +119,12 @@ impl ServedRows {
     fn take(&self, model: &str) -> Vec<ModelRow> {
         self.queues
             .get(model)
-            .and_then(|q| q.rows.lock().ok().map(|mut rows| std::mem::take(&mut *rows)))
+            .and_then(|q| {
+                q.rows
+                    .lock()
+                    .ok()
+                    .map(|mut rows| std::mem::take(&mut *rows))
+            })
             .unwrap_or_default()
     }
 
@@ -239,7 +241,11 @@ mod tests {
                                     let mut seen = out.lock().expect("seen");
                                     for item in data.drain(..) {
                                         if let ModelInput::Row(r) = item {
-                                            seen.push((*cap.time(), r.ts_ms, r.served));
+                                            seen.push((
+                                                cap.least().copied().unwrap_or(0),
+                                                r.ts_ms,
+                                                r.served,
+                                            ));
                                         }
                                     }
                                 });

@@ -495,7 +495,12 @@ pub(crate) fn render_learners(out: &mut String, models: &[LearnerMetrics]) {
         family(out, name, "counter", help);
         for m in models {
             if let Some(j) = &m.join {
-                let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", escape_label(&m.model), pick(j));
+                let _ = writeln!(
+                    out,
+                    "{name}{{model=\"{}\"}} {}",
+                    escape_label(&m.model),
+                    pick(j)
+                );
             }
         }
     }

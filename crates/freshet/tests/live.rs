@@ -600,7 +600,14 @@ const LABELLED_REQUESTS: u64 = 12;
 
 /// A pipeline with one-partition topics: a card view, a delayed-label model (10 s wait,
 /// unlabelled examples dropped) and a `[[serving]]` table for it.
-fn served_pipeline(dir: &Path, brokers: &str, redis: &str, t: &Topics, tag: &str, port: u16) -> PathBuf {
+fn served_pipeline(
+    dir: &Path,
+    brokers: &str,
+    redis: &str,
+    t: &Topics,
+    tag: &str,
+    port: u16,
+) -> PathBuf {
     let text = format!(
         r#"[kafka]
 brokers = "{brokers}"
@@ -758,7 +765,11 @@ fn rows_served_over_kafka_are_learned_when_their_labels_arrive() {
     assert_eq!(served(&m, "logged"), (LABELLED_REQUESTS + 1) as f64);
     assert_eq!(served(&m, "late"), 1.0);
     assert_eq!(served(&m, "dropped"), 0.0);
-    assert_eq!(model(&m, "freshet_model_examples_total"), 0.0, "nothing labelled yet");
+    assert_eq!(
+        model(&m, "freshet_model_examples_total"),
+        0.0,
+        "nothing labelled yet"
+    );
 
     // the labels of the labelled requests (0.5 s after each), then one event per source at
     // T0 + 30 s: the watermark passes every label and every wait
