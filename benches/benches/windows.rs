@@ -51,6 +51,7 @@ fn run_once(spec: &PipelineSpec, input: &Arc<[u8]>, workers: usize) {
         models: Arc::new(freshet_features::DiscardModels),
         metrics: Arc::new(PipelineMetrics::new()),
         flush_interval: Duration::from_secs(1),
+        served: None,
     };
     let plans = freshet_features::plan::compile(spec);
     let inputs = HashMap::from([("transactions".to_owned(), factory)]);

@@ -163,6 +163,30 @@ pub struct LearnerMetrics {
     pub cumulative: LearnerWindow,
     /// Over the model's `rolling_window` latest examples.
     pub rolling: LearnerWindow,
+    /// The label join of a model with delayed labels; `None` for an immediate label.
+    pub join: Option<LabelJoinMetrics>,
+}
+
+/// What `/metrics` shows of a delayed-label model's label join (`freshet_model_labels_*`,
+/// `freshet_model_examples_{expired,superseded}_total`, `freshet_model_served_rows_total`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LabelJoinMetrics {
+    /// Label events read.
+    pub labels: u64,
+    /// Labels that labelled an example.
+    pub joined: u64,
+    /// Labels that labelled none (late, unknown key, before their event, duplicate).
+    pub unmatched: u64,
+    /// Examples whose label did not come within `max_delay`.
+    pub expired: u64,
+    /// Events' examples whose outcome a served row under the same key took.
+    pub superseded: u64,
+    /// Served rows that entered the join's feature log.
+    pub served_logged: u64,
+    /// Served rows not logged: their event time was behind the watermark.
+    pub served_late: u64,
+    /// Served rows not logged: the queue to the dataflow was full.
+    pub served_dropped: u64,
 }
 
 /// The online models' latest metrics, as the learners report them; the HTTP layer reads it

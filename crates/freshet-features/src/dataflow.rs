@@ -42,6 +42,7 @@ use crate::model::{
     Release,
 };
 use crate::plan::{SourcePlan, ViewPlan};
+use crate::served::{with_served, ServedRows};
 use crate::source::{
     head, keep_late, poll_partition, Classified, DeadLetter, Partition, PartitionReader, ReadState,
 };
@@ -89,6 +90,9 @@ pub struct Outputs {
     pub metrics: Arc<PipelineMetrics>,
     /// How often changed vectors are flushed to the store.
     pub flush_interval: Duration,
+    /// Rows a serving layer answered with, for the label joins of delayed-label models
+    /// ([`crate::served`]); `None` where nothing is served.
+    pub served: Option<Arc<ServedRows>>,
 }
 
 /// Why a run failed.
@@ -360,7 +364,15 @@ fn run_inner(
                 let inputs = scope.concatenate(streams);
                 let (ready, release) = match delayed.get(&model) {
                     Some((max_delay_ms, unlabeled, tally)) => (
-                        delayed_join(&model, inputs, *max_delay_ms, tally.clone()),
+                        {
+                            let inputs = match &outputs.served {
+                                Some(served) if served.accepts(&model) => {
+                                    with_served(&model, inputs, served.clone())
+                                }
+                                _ => inputs,
+                            };
+                            delayed_join(&model, inputs, *max_delay_ms, tally.clone())
+                        },
                         Release::new(Some(Delayed {
                             unlabeled: *unlabeled,
                             tally: tally.clone(),

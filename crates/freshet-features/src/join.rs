@@ -13,6 +13,12 @@
 //!   `e + d + 3`) into the outcome: `Joined` with the first label (earliest, then smallest
 //!   value) from that label's time, or `Expired` from `e + d + 2` when no label came.
 //!
+//! The feature log holds two kinds of examples: the events' (one per event of the model's
+//! source, the vector as served when the event arrived) and, in `freshet run`, the rows a
+//! serving layer answered with ([`crate::served`]), which enter at their own event time. Both
+//! join alike; when a label joins a served row and an event's example under the same key, the
+//! release keeps the served one ([`crate::model`]).
+//!
 //! Guarantees: each example yields exactly one outcome, at the event time it happened (the first
 //! label's time, or `e + d + 1`); the outcome depends only on the data, not on the number of
 //! workers; state holds only examples and labels younger than `max_delay` (plus two ticks).
@@ -34,6 +40,8 @@ type Collection<'a, D> = VecCollection<'a, u64, D, isize>;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub(crate) struct Logged {
     ts_ms: u64,
+    /// A served row ([`crate::served`]), not an event's example.
+    pub(crate) served: bool,
     row: Vec<u8>,
 }
 
@@ -41,6 +49,7 @@ impl Logged {
     fn new(row: &ModelRow) -> Option<Self> {
         Some(Self {
             ts_ms: row.ts_ms,
+            served: row.served,
             row: postcard::to_stdvec(row).ok()?,
         })
     }
@@ -82,6 +91,14 @@ pub(crate) struct Outcome {
     pub(crate) example: Logged,
     /// Its first label; `None` when it expired unlabelled.
     pub(crate) label: Option<Label>,
+}
+
+impl Outcome {
+    /// What a served row's outcome supersedes an event example's by: the same key, time and
+    /// label (or the same expiry).
+    pub(crate) fn group(&self) -> (&str, u64, Option<&Label>) {
+        (&self.key, self.at_ms, self.label.as_ref())
+    }
 }
 
 /// Builds the join of one model's examples and labels (`inputs`, both kinds mixed; rows of

@@ -4,7 +4,8 @@
 //! of worker threads, writing feature vectors to an [`freshet_core::store::OnlineStore`], closed
 //! windows to a [`ChangelogSink`], drift windows and alerts to a [`drift::DriftSink`], labelled
 //! examples of online models to a [`ModelSink`] (delayed labels joined in the dataflow, see
-//! [`model`]) and rejected or late records to a [`DeadLetterSink`].
+//! [`model`]; rows a serving layer answered with join too, see [`served`]) and rejected or late
+//! records to a [`DeadLetterSink`].
 //!
 //! Guarantees: event time drives every window; late events never change a window; the store
 //! receives idempotent upserts only; results do not depend on the number of workers. The window
@@ -17,6 +18,7 @@ pub mod drift;
 mod join;
 pub mod model;
 pub mod plan;
+pub mod served;
 pub mod sketch;
 pub mod source;
 pub mod window;
@@ -27,3 +29,4 @@ pub use dataflow::{
 };
 pub use drift::{DiscardDrift, DriftSink};
 pub use model::{DiscardModels, JoinCounts, ModelSink};
+pub use served::{ServedCounts, ServedRows};

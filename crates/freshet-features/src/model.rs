@@ -18,6 +18,10 @@
 //!   label's time, an expired one (`unlabeled = "negative"`) when `max_delay` has passed. Ties
 //!   are broken by content (join key, then the example), so the order depends on the data alone,
 //!   not on the number of workers or on read batching.
+//! - **Served rows first.** Among the join outcomes released together, an event's example that
+//!   a served row ([`crate::served`]) under the same join key shares its outcome with (the same
+//!   label, or the same expiry) is not handed to the sink but counted as superseded: the label
+//!   teaches the vector that was served, once.
 //! - **Counts.** The sink gets the join's running [`JoinCounts`] of a delayed-label model after
 //!   every release, and [`ModelSink::end`] at end of input.
 
@@ -101,6 +105,10 @@ pub struct ModelRow {
     /// The label: the event's label field (immediate labels), the joined label, or `0` for an
     /// example that expired unlabelled under `unlabeled = "negative"`.
     pub label: Option<Scalar>,
+    /// Whether the row is a served one (logged by a serving layer, see [`crate::served`])
+    /// rather than an event's example.
+    #[serde(default)]
+    pub served: bool,
 }
 
 /// A label event for a delayed-label model.
@@ -167,6 +175,9 @@ pub struct JoinCounts {
     pub expired: u64,
     /// Examples still waiting at end of input: their `max_delay` reaches past the last event.
     pub pending: u64,
+    /// Events' examples not learned because a served row under the same join key took their
+    /// outcome: joined to the same label, or expired at the same time ([`crate::served`]).
+    pub superseded: u64,
 }
 
 /// Counts one delayed-label model's workers share: label events read and the largest event
@@ -249,6 +260,7 @@ pub(crate) fn row_of(
         key,
         values,
         label,
+        served: false,
     }
 }
 
@@ -317,10 +329,32 @@ impl Release {
             }
         };
         ready.sort_by(Ready::order);
+        // outcomes that a served row also had (same key, time and label): the served row's
+        // wins over an event's example (crate::served)
+        let served: BTreeSet<(&str, u64, Option<&crate::join::Label>)> = ready
+            .iter()
+            .filter_map(|i| match i {
+                Ready::Outcome(o) if o.example.served => Some(o.group()),
+                _ => None,
+            })
+            .collect();
+        let superseded: Vec<bool> = ready
+            .iter()
+            .map(|i| match i {
+                Ready::Outcome(o) => !o.example.served && served.contains(&o.group()),
+                Ready::Row(_) => false,
+            })
+            .collect();
         let mut labels_used = BTreeSet::new();
-        for item in ready {
+        for (item, superseded) in ready.into_iter().zip(superseded) {
             match item {
                 Ready::Row(r) => sink.row(model, r),
+                Ready::Outcome(o) if superseded => {
+                    if let Some(label) = o.label {
+                        labels_used.insert((o.key, label.ts_ms, label.value));
+                    }
+                    self.counts.superseded += 1;
+                }
                 Ready::Outcome(o) => {
                     if let Some(row) = self.outcome(o, &mut labels_used) {
                         sink.row(model, row);

@@ -16,6 +16,7 @@ use freshet_features::model::ModelRow;
 use freshet_features::source::{BytesReader, PartitionReader};
 use freshet_features::{
     ChangelogSink, DeadLetterSink, DiscardDrift, JoinCounts, ModelSink, Outputs, ReaderFactory,
+    ServedCounts, ServedRows,
 };
 
 const PIPELINE: &str = r#"
@@ -131,6 +132,17 @@ fn input(text: &str) -> ReaderFactory {
 }
 
 fn run(pipeline: &str, tx: &str, labels: &str, workers: usize) -> Arc<Recorder> {
+    run_served(pipeline, tx, labels, workers, None)
+}
+
+/// [`run`] with rows served for the models' label joins (queued before the run starts).
+fn run_served(
+    pipeline: &str,
+    tx: &str,
+    labels: &str,
+    workers: usize,
+    served: Option<Arc<ServedRows>>,
+) -> Arc<Recorder> {
     let spec = PipelineSpec::from_toml(pipeline, Path::new("models.toml")).expect("pipeline");
     let plans = freshet_features::plan::compile(&spec);
     let recorder = Arc::new(Recorder::default());
@@ -142,6 +154,7 @@ fn run(pipeline: &str, tx: &str, labels: &str, workers: usize) -> Arc<Recorder> 
         models: recorder.clone(),
         metrics: Arc::new(PipelineMetrics::new()),
         flush_interval: Duration::from_millis(10),
+        served,
     };
     let inputs: HashMap<String, ReaderFactory> = HashMap::from([
         ("tx".to_owned(), input(tx)),
@@ -264,7 +277,8 @@ fn a_label_joins_the_features_served_at_its_event_not_later_ones() {
                 joined: 3,
                 unmatched: 0,
                 expired: 0,
-                pending: 1
+                pending: 1,
+                superseded: 0,
             }
         );
     }
@@ -304,11 +318,100 @@ fn late_labels_are_counted_and_dropped_and_unlabelled_examples_become_negatives(
                 joined: 1,
                 unmatched: 3,
                 expired: 2,
-                pending: 1
+                pending: 1,
+                superseded: 0,
             },
             "{workers} workers"
         );
         outputs.push(recorder.rows());
+    }
+    assert_eq!(outputs[0], outputs[1]);
+}
+
+fn served_row(id: f64, ts_ms: u64, amount: f64) -> ModelRow {
+    ModelRow {
+        model: "m".into(),
+        ts_ms,
+        outcome_ms: ts_ms,
+        entity: "served".into(),
+        key: Scalar::Num(id),
+        values: vec![Scalar::Num(amount)],
+        label: None,
+        served: true,
+    }
+}
+
+#[test]
+fn served_rows_join_their_labels_within_max_delay_and_take_precedence_over_events() {
+    // event 1 was also served (with other values: served wins); 2 is an event alone; 10 and 11
+    // were only served: 10's label comes in time, 11's 1.1 s after it (max_delay is 1 s); 5's
+    // wait outlives the input
+    let tx = r#"{"id":1,"card":"c","ts":1000,"amount":5}
+{"id":2,"card":"d","ts":1500,"amount":7}
+{"id":5,"card":"d","ts":9000,"amount":11}
+"#;
+    let labels = r#"{"id":1,"card":"c","ts":1800,"y":1}
+{"id":2,"card":"d","ts":2000,"y":1}
+{"id":10,"card":"x","ts":2100,"y":1}
+{"id":11,"card":"x","ts":2400,"y":1}
+"#;
+    let mut outputs = Vec::new();
+    for workers in [1, 3] {
+        let served = Arc::new(ServedRows::new(["m".to_owned()]));
+        for row in [
+            served_row(1.0, 1000, 50.0),
+            served_row(10.0, 1200, 70.0),
+            served_row(11.0, 1300, 80.0),
+        ] {
+            assert!(served.push(row));
+        }
+        let recorder = run_served(SHORT_WAIT, tx, labels, workers, Some(served.clone()));
+        assert_eq!(
+            recorder.items(),
+            vec![
+                "Num(1.0) @1000 y=Some(Num(1.0))",
+                "Num(2.0) @1500 y=Some(Num(1.0))",
+                "Num(10.0) @1200 y=Some(Num(1.0))",
+                // not joined: its label came after max_delay; expired (a negative here)
+                "Num(11.0) @1300 y=Some(Num(0.0))",
+                "end",
+            ],
+            "{workers} workers"
+        );
+        let rows = recorder.rows();
+        let values: Vec<(bool, Vec<Scalar>)> =
+            rows.iter().map(|r| (r.served, r.values.clone())).collect();
+        assert_eq!(
+            values,
+            vec![
+                (true, vec![Scalar::Num(50.0)]),
+                (false, vec![Scalar::Num(7.0)]),
+                (true, vec![Scalar::Num(70.0)]),
+                (true, vec![Scalar::Num(80.0)]),
+            ],
+            "the served values are learned, the event's example of 1 is not ({workers} workers)"
+        );
+        assert_eq!(
+            recorder.counts(),
+            JoinCounts {
+                labels: 4,
+                joined: 3,
+                unmatched: 1,
+                expired: 1,
+                pending: 1,
+                superseded: 1,
+            },
+            "{workers} workers"
+        );
+        assert_eq!(
+            served.counts("m"),
+            ServedCounts {
+                logged: 3,
+                late: 0,
+                dropped: 0
+            }
+        );
+        outputs.push(rows);
     }
     assert_eq!(outputs[0], outputs[1]);
 }
@@ -391,6 +494,7 @@ fn the_join_matches_a_brute_force_reference_with_one_and_three_workers() {
         unmatched: labels.len() as u64 - joined,
         expired,
         pending,
+        superseded: 0,
     };
     assert!(
         expired > 10 && joined > 100 && reference.unmatched > 50,

@@ -14,7 +14,9 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use freshet_core::metrics::{KafkaServingStats, LearnerMetrics, LearnerWindow, PipelineMetrics};
+use freshet_core::metrics::{
+    KafkaServingStats, LabelJoinMetrics, LearnerMetrics, LearnerWindow, PipelineMetrics,
+};
 
 use crate::models::ModelTiming;
 use crate::state::AppState;
@@ -460,6 +462,68 @@ pub(crate) fn render_learners(out: &mut String, models: &[LearnerMetrics]) {
             escape_label(&m.model),
             m.rolling.examples
         );
+    }
+    type JoinPick = fn(&LabelJoinMetrics) -> u64;
+    let joins: [(&str, &str, JoinPick); 5] = [
+        (
+            "freshet_model_labels_total",
+            "Label events read by the model's label join (delayed labels).",
+            |j| j.labels,
+        ),
+        (
+            "freshet_model_labels_joined_total",
+            "Labels that labelled an example within max_delay.",
+            |j| j.joined,
+        ),
+        (
+            "freshet_model_labels_unmatched_total",
+            "Labels that labelled no example (late, unknown key, before their event, or duplicate).",
+            |j| j.unmatched,
+        ),
+        (
+            "freshet_model_examples_expired_total",
+            "Examples whose label did not come within max_delay.",
+            |j| j.expired,
+        ),
+        (
+            "freshet_model_examples_superseded_total",
+            "Events' examples not learned because a served row under the same join key took their label.",
+            |j| j.superseded,
+        ),
+    ];
+    for (name, help, pick) in joins {
+        family(out, name, "counter", help);
+        for m in models {
+            if let Some(j) = &m.join {
+                let _ = writeln!(
+                    out,
+                    "{name}{{model=\"{}\"}} {}",
+                    escape_label(&m.model),
+                    pick(j)
+                );
+            }
+        }
+    }
+    family(
+        out,
+        "freshet_model_served_rows_total",
+        "counter",
+        "Rows served for the model that went to its label join: logged, or not logged because late (behind the watermark) or dropped (queue full).",
+    );
+    for m in models {
+        if let Some(j) = &m.join {
+            for (outcome, value) in [
+                ("logged", j.served_logged),
+                ("late", j.served_late),
+                ("dropped", j.served_dropped),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "freshet_model_served_rows_total{{model=\"{}\",outcome=\"{outcome}\"}} {value}",
+                    escape_label(&m.model)
+                );
+            }
+        }
     }
     type Pick = fn(&LearnerWindow) -> Option<f64>;
     let families: [(&str, &str, Pick); 6] = [

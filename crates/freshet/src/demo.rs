@@ -332,7 +332,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let mut state = freshet_serve::AppState::new(store.clone(), metrics.clone())
         .with_drift(board.clone())
         .with_models(Arc::new(scorer))
-        .with_learners(Arc::new(crate::serving::SummaryBoard(summaries.clone())));
+        .with_learners(Arc::new(crate::serving::SummaryBoard::new(&models, None)));
     if let Some(token) = crate::serving::admin_token_from_env()? {
         state = state.with_admin_token(token);
     }
@@ -395,6 +395,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         models: models.clone(),
         metrics: metrics.clone(),
         flush_interval: Duration::from_millis(100),
+        served: None,
     };
     let plans = freshet_features::plan::compile(&spec);
     let workers = args.workers;

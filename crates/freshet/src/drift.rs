@@ -232,6 +232,7 @@ fn snapshot(args: &SnapshotArgs) -> anyhow::Result<()> {
         models: models.clone(),
         metrics: metrics.clone(),
         flush_interval: Duration::from_secs(1),
+        served: None,
     };
     let result = freshet_features::run(plans, inputs, 1, outputs);
     if let Some(runner) = &runner {

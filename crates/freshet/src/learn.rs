@@ -88,11 +88,16 @@ pub struct ModelReport {
 /// The latest metrics of every model, updated by the learner threads after each step.
 pub type Summaries = Arc<Mutex<HashMap<String, ModelSummary>>>;
 
+/// The running counts of every delayed-label model's label join, as the dataflow last reported
+/// them (zero until its first report).
+pub type JoinBoard = Arc<Mutex<HashMap<String, JoinCounts>>>;
+
 /// The [`ModelSink`] of a replay or the demo: one learner thread per model.
 pub struct ModelRunner {
     channels: HashMap<String, Channel>,
     threads: Mutex<Vec<(String, JoinHandle<anyhow::Result<ModelReport>>)>>,
     summaries: Summaries,
+    joins: JoinBoard,
     registries: HashMap<String, freshet_learn::ModelRegistry>,
 }
 
@@ -124,9 +129,15 @@ impl ModelRunner {
         let mut channels = HashMap::new();
         let mut threads = Vec::new();
         let summaries: Summaries = Arc::default();
+        let joins: JoinBoard = Arc::default();
         let mut registries = HashMap::new();
         for model in &spec.models {
             let mut m = model.get_ref().clone();
+            if m.label.source.is_some() {
+                if let Ok(mut board) = joins.lock() {
+                    board.insert(m.name.clone(), JoinCounts::default());
+                }
+            }
             if on_request {
                 m.checkpoint_every = 0;
             }
@@ -162,6 +173,7 @@ impl ModelRunner {
             channels,
             threads: Mutex::new(threads),
             summaries,
+            joins,
             registries,
         })
     }
@@ -174,6 +186,11 @@ impl ModelRunner {
     /// The latest metrics of every model.
     pub fn summaries(&self) -> Summaries {
         self.summaries.clone()
+    }
+
+    /// The latest counts of every delayed-label model's label join.
+    pub fn joins(&self) -> JoinBoard {
+        self.joins.clone()
     }
 
     /// Has every learner learn what it was handed so far and write its checkpoint; returns once
@@ -235,6 +252,9 @@ impl ModelSink for ModelRunner {
     }
 
     fn joins(&self, model: &str, counts: JoinCounts) {
+        if let Ok(mut board) = self.joins.lock() {
+            board.insert(model.to_owned(), counts);
+        }
         if let Some(c) = self.channels.get(model) {
             c.push(Item::Joins(counts), false);
         }

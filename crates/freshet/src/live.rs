@@ -11,6 +11,10 @@
 //! delayed label, and examples read before the cut but not yet released in event-time order
 //! (within the allowed lateness of the head), so after a crash those are not learned; nothing
 //! is learned twice.
+//!
+//! Served rows: every row a `predict` table of a delayed-label model serves goes to that model's
+//! label join in the dataflow through [`ServedRows`] (see [`freshet_features::served`]), so a
+//! label joins to the vector that was served.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +24,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use freshet_core::spec::PipelineSpec;
+use freshet_features::ServedRows;
 use freshet_kafka::{RequestLoop, RequestLoopBoard, RequestLoopConfig};
 use freshet_serve::AppState;
 
@@ -31,6 +36,7 @@ const LEARNER_CHECKPOINT_WAIT: Duration = Duration::from_secs(120);
 /// The models of a live run.
 pub struct LiveModels {
     runner: Arc<ModelRunner>,
+    served: Arc<ServedRows>,
     dir: PathBuf,
     state_dir: PathBuf,
     count: usize,
@@ -70,8 +76,17 @@ impl LiveModels {
         for (name, registry) in runner.registries() {
             tracing::info!(model = %name, version = registry.version().unwrap_or(0), "model learner started");
         }
+        // the delayed-label models take the rows `[[serving]]` answers with into their joins
+        let served = Arc::new(ServedRows::new(
+            spec.models
+                .iter()
+                .map(|m| m.get_ref())
+                .filter(|m| m.label.source.is_some())
+                .map(|m| m.name.clone()),
+        ));
         Ok(Self {
             runner,
+            served,
             dir,
             state_dir: state_dir.to_owned(),
             count: spec.models.len(),
@@ -83,10 +98,17 @@ impl LiveModels {
         self.runner.clone()
     }
 
+    /// The rows served to the delayed-label models' label joins (the dataflow's
+    /// [`freshet_features::Outputs::served`]).
+    pub fn served(&self) -> Arc<ServedRows> {
+        self.served.clone()
+    }
+
     /// `state` serving the models over HTTP, with their learning metrics in `/metrics`.
     pub fn serve(&self, spec: &PipelineSpec, state: AppState) -> anyhow::Result<AppState> {
-        let mut state = state.with_learners(Arc::new(crate::serving::SummaryBoard(
-            self.runner.summaries(),
+        let mut state = state.with_learners(Arc::new(crate::serving::SummaryBoard::new(
+            &self.runner,
+            Some(self.served.clone()),
         )));
         if self.count > 0 {
             let registries = self.runner.registries();
@@ -160,7 +182,7 @@ impl KafkaServing {
                 batch_size: table.batch_size,
             };
             let handler =
-                crate::serving::kafka::handler(spec, table, state.clone(), Some(models.runner()));
+                crate::serving::kafka::handler(spec, table, state.clone(), Some(models.served()));
             let running = RequestLoop::start(config, handler, stop.clone(), board)
                 .with_context(|| format!("serving `{}`", table.name))?;
             loops.push((table.name.clone(), running));

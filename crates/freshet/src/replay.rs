@@ -131,6 +131,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         models: models.clone(),
         metrics: metrics.clone(),
         flush_interval: REPLAY_FLUSH_INTERVAL,
+        served: None,
     };
     let plans = compile(&spec, &args.pipeline)?;
     let started = Instant::now();

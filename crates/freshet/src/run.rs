@@ -218,6 +218,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         models: models.runner(),
         metrics: metrics.clone(),
         flush_interval: LIVE_FLUSH_INTERVAL,
+        served: Some(models.served()),
     };
     let live = Live {
         control: control.clone(),

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use freshet_core::metrics::{LearnerBoard, LearnerMetrics, LearnerWindow};
+use freshet_core::metrics::{LabelJoinMetrics, LearnerBoard, LearnerMetrics, LearnerWindow};
 use freshet_core::serving::{
     InputSource, InputValue, ModelDescription, ModelInput, ModelVersion, ScoreError, Scorer,
 };
@@ -200,9 +200,27 @@ pub fn print_sample_prediction(addr: SocketAddr, model: &str) {
     }
 }
 
-/// The learners' latest metrics ([`crate::learn::Summaries`]) as the `/metrics` board reads
-/// them.
-pub struct SummaryBoard(pub crate::learn::Summaries);
+/// The learners' latest metrics ([`crate::learn::Summaries`]) and label-join counts as the
+/// `/metrics` board reads them.
+pub struct SummaryBoard {
+    summaries: crate::learn::Summaries,
+    joins: crate::learn::JoinBoard,
+    served: Option<Arc<freshet_features::ServedRows>>,
+}
+
+impl SummaryBoard {
+    /// The board of `runner`'s models; `served`: the rows served to their label joins, if any.
+    pub fn new(
+        runner: &crate::learn::ModelRunner,
+        served: Option<Arc<freshet_features::ServedRows>>,
+    ) -> Self {
+        Self {
+            summaries: runner.summaries(),
+            joins: runner.joins(),
+            served,
+        }
+    }
+}
 
 fn window(values: &freshet_learn::MetricValues) -> LearnerWindow {
     LearnerWindow {
@@ -218,9 +236,10 @@ fn window(values: &freshet_learn::MetricValues) -> LearnerWindow {
 
 impl LearnerBoard for SummaryBoard {
     fn snapshot(&self) -> Vec<LearnerMetrics> {
-        let Ok(board) = self.0.lock() else {
+        let Ok(board) = self.summaries.lock() else {
             return Vec::new();
         };
+        let joins = self.joins.lock().map(|j| j.clone()).unwrap_or_default();
         let mut models: Vec<LearnerMetrics> = board
             .values()
             .map(|s| LearnerMetrics {
@@ -229,6 +248,23 @@ impl LearnerBoard for SummaryBoard {
                 updates: s.updates,
                 cumulative: window(&s.cumulative),
                 rolling: window(&s.rolling),
+                join: joins.get(&s.model).map(|j| {
+                    let served = self
+                        .served
+                        .as_ref()
+                        .map(|rows| rows.counts(&s.model))
+                        .unwrap_or_default();
+                    LabelJoinMetrics {
+                        labels: j.labels,
+                        joined: j.joined,
+                        unmatched: j.unmatched,
+                        expired: j.expired,
+                        superseded: j.superseded,
+                        served_logged: served.logged,
+                        served_late: served.late,
+                        served_dropped: served.dropped,
+                    }
+                }),
             })
             .collect();
         models.sort_by(|a, b| a.model.cmp(&b.model));

@@ -41,21 +41,29 @@ struct Topics {
 
 impl Topics {
     fn create(dir: &Path, brokers: &str) -> Self {
-        let roles: [(&str, u32); 9] = [
-            ("transactions", 2),
-            ("labels", 1),
-            ("changelog", 1),
-            ("dead", 1),
-            ("requests", 2),
-            ("responses", 2),
-            ("request_dead", 1),
-            ("fq", 1),
-            ("fr", 1),
-        ];
+        Self::with_roles(
+            dir,
+            brokers,
+            &[
+                ("transactions", 2),
+                ("labels", 1),
+                ("changelog", 1),
+                ("dead", 1),
+                ("requests", 2),
+                ("responses", 2),
+                ("request_dead", 1),
+                ("fq", 1),
+                ("fr", 1),
+            ],
+        )
+    }
+
+    /// Creates a topic per `(role, partitions)`, named after the role and made unique.
+    fn with_roles(dir: &Path, brokers: &str, roles: &[(&'static str, u32)]) -> Self {
         let topics_dir = dir.join("topics");
         std::fs::create_dir_all(&topics_dir).expect("mkdir");
         let mut names = BTreeMap::new();
-        for (role, partitions) in roles {
+        for &(role, partitions) in roles {
             let name = unique(&format!("live-{role}"));
             std::fs::write(
                 topics_dir.join(format!("{name}.toml")),
@@ -280,6 +288,17 @@ fn consume_until(
 }
 
 fn produce_lines(brokers: &str, topic: &str, dir: &Path, name: &str, lines: &[String]) {
+    produce_keyed(brokers, topic, dir, name, lines, "request_id");
+}
+
+fn produce_keyed(
+    brokers: &str,
+    topic: &str,
+    dir: &Path,
+    name: &str,
+    lines: &[String],
+    key_field: &str,
+) {
     let file = dir.join(name);
     std::fs::write(&file, lines.join("\n") + "\n").expect("write");
     run_ok(&[
@@ -290,7 +309,7 @@ fn produce_lines(brokers: &str, topic: &str, dir: &Path, name: &str, lines: &[St
         topic,
         &file.display().to_string(),
         "--key-field",
-        "request_id",
+        key_field,
         "--topics-dir",
         "/nonexistent",
     ]);
@@ -598,6 +617,242 @@ fn kafka_requests_are_answered_while_the_model_learns_from_a_label_topic() {
         .read_json()
         .expect("json");
     assert_eq!(http["predictions"][0]["version"], pinned, "{http}");
+    terminate(child);
+}
+
+/// Event time of the served-rows test's first transaction (2026-01-01).
+const T0: u64 = 1_767_225_600_000;
+/// Prediction requests whose labels the served-rows test produces.
+const LABELLED_REQUESTS: u64 = 12;
+
+/// A pipeline with one-partition topics: a card view, a delayed-label model (10 s wait,
+/// unlabelled examples dropped) and a `[[serving]]` table for it.
+fn served_pipeline(
+    dir: &Path,
+    brokers: &str,
+    redis: &str,
+    t: &Topics,
+    tag: &str,
+    port: u16,
+) -> PathBuf {
+    let text = format!(
+        r#"[kafka]
+brokers = "{brokers}"
+group_id = "{tag}"
+
+[store]
+backend = "redis"
+url = "{redis}"
+key_prefix = "{tag}"
+
+[serve]
+listen = "127.0.0.1:{port}"
+
+[[source]]
+name = "transactions"
+topic = "{transactions}"
+entity = "card_id"
+event_time = "ts"
+allowed_lateness = "0s"
+
+[[source]]
+name = "labels"
+topic = "{labels}"
+entity = "card_id"
+event_time = "ts"
+allowed_lateness = "0s"
+
+[[feature_view]]
+name = "card"
+source = "transactions"
+features = [{{ name = "txn_count_5m", agg = "count", window = "5m" }}]
+
+[[model]]
+name = "fraud"
+kind = "logistic_regression"
+features = ["card.txn_count_5m", "transactions.amount"]
+label = {{ source = "labels", join_key = "event_id", field = "label", max_delay = "10s" }}
+optimizer = {{ kind = "sgd", lr = 0.1 }}
+batch_size = 1
+
+[[serving]]
+name = "fraud_kafka"
+model = "fraud"
+request_topic = "{requests}"
+response_topic = "{responses}"
+dead_letter_topic = "{request_dead}"
+"#,
+        transactions = t.get("transactions"),
+        labels = t.get("labels"),
+        requests = t.get("requests"),
+        responses = t.get("responses"),
+        request_dead = t.get("request_dead"),
+    );
+    let path = dir.join(format!("{tag}.toml"));
+    std::fs::write(&path, text).expect("write pipeline");
+    path
+}
+
+/// Rows served over Kafka reach the model's label join: each labelled request is learned once
+/// its label arrives (the served vector joined to its label), a request without a label is
+/// not (it expires), and one whose event time is behind the watermark is counted late.
+#[test]
+fn rows_served_over_kafka_are_learned_when_their_labels_arrive() {
+    let Some((brokers, redis)) = services() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topics = Topics::with_roles(
+        dir.path(),
+        &brokers,
+        &[
+            ("transactions", 1),
+            ("labels", 1),
+            ("changelog", 1),
+            ("dead", 1),
+            ("requests", 1),
+            ("responses", 1),
+            ("request_dead", 1),
+        ],
+    );
+    let produce = |role: &str, name: &str, lines: &[Value], key: &str| {
+        let lines: Vec<String> = lines.iter().map(Value::to_string).collect();
+        produce_keyed(&brokers, topics.get(role), dir.path(), name, &lines, key);
+    };
+    // 20 transactions (ids 1..=20, no labels: they expire) and a label of no event, so that
+    // both sources have a watermark (T0 + 1.9 s)
+    let events: Vec<Value> = (0..20u64)
+        .map(|i| {
+            json!({"event_id": i + 1, "card_id": format!("c{}", i % 4), "ts": T0 + i * 100, "amount": 10.0 + i as f64})
+        })
+        .collect();
+    produce("transactions", "tx.jsonl", &events, "card_id");
+    produce(
+        "labels",
+        "labels-0.jsonl",
+        &[json!({"event_id": 777, "card_id": "c0", "ts": T0 + 1_900, "label": 1})],
+        "card_id",
+    );
+    let tag = unique("served");
+    let port = free_port();
+    let pipeline = served_pipeline(dir.path(), &brokers, &redis, &topics, &tag, port);
+    let state = dir.path().join("state");
+    let mut child = start(&pipeline, &state, &topics);
+    let model = |m: &HashMap<String, f64>, name: &str| {
+        m.get(&format!("{name}{{model=\"fraud\"}}"))
+            .copied()
+            .unwrap_or(-1.0)
+    };
+    let served = |m: &HashMap<String, f64>, outcome: &str| {
+        m.get(&format!(
+            "freshet_model_served_rows_total{{model=\"fraud\",outcome=\"{outcome}\"}}"
+        ))
+        .copied()
+        .unwrap_or(-1.0)
+    };
+    wait_metrics(
+        &mut child,
+        port,
+        Duration::from_secs(60),
+        "both sources read",
+        |m| {
+            m.get("freshet_pipeline_watermark_ms")
+                .is_some_and(|w| *w >= (T0 + 1_900) as f64)
+                && model(m, "freshet_model_labels_total") >= 1.0
+        },
+    );
+
+    // requests at T0 + 5 s on: LABELLED_REQUESTS to be labelled, a control that never is, and
+    // one at T0 + 0.5 s, behind the watermark
+    let mut requests: Vec<Value> = (0..LABELLED_REQUESTS)
+        .map(|k| {
+            json!({"request_id": format!("s{k}"), "entity": "c1", "fields": {
+                "amount": 100.0 + k as f64, "event_id": 1_000 + k, "ts": T0 + 5_000 + k * 10}})
+        })
+        .collect();
+    requests.push(json!({"request_id": "control", "entity": "c2", "fields": {
+        "amount": 5.0, "event_id": 2_000, "ts": T0 + 5_000}}));
+    requests.push(json!({"request_id": "late", "entity": "c3", "fields": {
+        "amount": 6.0, "event_id": 3_000, "ts": T0 + 500}}));
+    produce("requests", "requests.jsonl", &requests, "request_id");
+    let answers = consume_until(&brokers, topics.get("responses"), |out| {
+        out.len() >= requests.len()
+    });
+    for (_, payload, _) in &answers {
+        let body: Value = serde_json::from_slice(payload).expect("json");
+        assert!(body["score"].as_f64().is_some(), "{body}");
+    }
+    let m = wait_metrics(
+        &mut child,
+        port,
+        Duration::from_secs(30),
+        "served rows logged",
+        |m| served(m, "logged") >= (LABELLED_REQUESTS + 1) as f64 && served(m, "late") >= 1.0,
+    );
+    assert_eq!(served(&m, "logged"), (LABELLED_REQUESTS + 1) as f64);
+    assert_eq!(served(&m, "late"), 1.0);
+    assert_eq!(served(&m, "dropped"), 0.0);
+    assert_eq!(
+        model(&m, "freshet_model_examples_total"),
+        0.0,
+        "nothing labelled yet"
+    );
+
+    // the labels of the labelled requests (0.5 s after each), then one event per source at
+    // T0 + 30 s: the watermark passes every label and every wait
+    let labels: Vec<Value> = (0..LABELLED_REQUESTS)
+        .map(|k| {
+            json!({"event_id": 1_000 + k, "card_id": "c1", "ts": T0 + 5_500 + k * 10, "label": k % 2})
+        })
+        .collect();
+    produce("labels", "labels-1.jsonl", &labels, "card_id");
+    produce(
+        "transactions",
+        "tick.jsonl",
+        &[json!({"event_id": 9_999, "card_id": "c0", "ts": T0 + 30_000, "amount": 1.0})],
+        "card_id",
+    );
+    produce(
+        "labels",
+        "labels-2.jsonl",
+        &[json!({"event_id": 778, "card_id": "c0", "ts": T0 + 30_000, "label": 0})],
+        "card_id",
+    );
+    // the 20 transactions and the control expire (T0 + 15 s at the latest)
+    let expired = 20.0 + 1.0;
+    let m = wait_metrics(
+        &mut child,
+        port,
+        Duration::from_secs(60),
+        "the served rows learned",
+        |m| {
+            model(m, "freshet_model_examples_total") >= LABELLED_REQUESTS as f64
+                && model(m, "freshet_model_examples_expired_total") >= expired
+        },
+    );
+    let mut lines: Vec<String> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("freshet_model_"))
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    lines.sort();
+    eprintln!("model metrics:\n{}", lines.join("\n"));
+    // each labelled request learned once; the control and the events expired, unlearned
+    assert_eq!(
+        model(&m, "freshet_model_examples_total"),
+        LABELLED_REQUESTS as f64
+    );
+    assert_eq!(
+        model(&m, "freshet_model_labels_joined_total"),
+        LABELLED_REQUESTS as f64
+    );
+    assert_eq!(
+        model(&m, "freshet_model_labels_total"),
+        (LABELLED_REQUESTS + 2) as f64
+    );
+    assert_eq!(model(&m, "freshet_model_labels_unmatched_total"), 2.0);
+    assert_eq!(model(&m, "freshet_model_examples_expired_total"), expired);
+    assert_eq!(model(&m, "freshet_model_examples_superseded_total"), 0.0);
     terminate(child);
 }
 

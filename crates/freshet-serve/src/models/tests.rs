@@ -908,6 +908,16 @@ async fn learner_metrics_are_exposed_per_model_and_window() {
             auc: None,
             ..LearnerWindow::default()
         },
+        join: Some(freshet_core::metrics::LabelJoinMetrics {
+            labels: 9,
+            joined: 7,
+            unmatched: 2,
+            expired: 4,
+            superseded: 1,
+            served_logged: 5,
+            served_late: 3,
+            served_dropped: 0,
+        }),
     };
     let regression = LearnerMetrics {
         model: "price".into(),
@@ -920,6 +930,7 @@ async fn learner_metrics_are_exposed_per_model_and_window() {
             ..LearnerWindow::default()
         },
         rolling: LearnerWindow::default(),
+        join: None,
     };
     let state = AppState::new(store(), Arc::new(PipelineMetrics::new()))
         .with_learners(Arc::new(Learners(vec![classifier, regression])));
@@ -935,12 +946,20 @@ async fn learner_metrics_are_exposed_per_model_and_window() {
         "freshet_model_rows_per_second{model=\"fraud\",window=\"cumulative\"} 2000000\n",
         "freshet_model_mae{model=\"price\",window=\"cumulative\"} 1.5\n",
         "freshet_model_rmse{model=\"price\",window=\"cumulative\"} 2\n",
+        "freshet_model_labels_total{model=\"fraud\"} 9\n",
+        "freshet_model_labels_joined_total{model=\"fraud\"} 7\n",
+        "freshet_model_labels_unmatched_total{model=\"fraud\"} 2\n",
+        "freshet_model_examples_expired_total{model=\"fraud\"} 4\n",
+        "freshet_model_examples_superseded_total{model=\"fraud\"} 1\n",
+        "freshet_model_served_rows_total{model=\"fraud\",outcome=\"logged\"} 5\n",
+        "freshet_model_served_rows_total{model=\"fraud\",outcome=\"late\"} 3\n",
         "# TYPE freshet_model_examples_total counter\n",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
     assert!(!text.contains("freshet_model_auc{model=\"fraud\",window=\"rolling\"}"));
     assert!(!text.contains("freshet_model_logloss{model=\"price\""));
+    assert!(!text.contains("freshet_model_labels_total{model=\"price\""));
 }
 
 /// Records every policy change; refuses them while `refuse` is set.

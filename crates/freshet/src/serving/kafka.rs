@@ -13,9 +13,10 @@
 //!   when its id was readable, an answer `{"request_id", "error"}` goes to the response topic
 //!   too. A store or model failure is answered with `{"request_id", "error"}` and counted.
 //! - Feature log: for a model with delayed labels, every served row goes to the model's label
-//!   join, keyed by the request's join-key field (in `fields`, or at the top of the request)
-//!   or else by its `request_id`, at the event time of its event-time field (else the wall
-//!   clock), so a label joins to the vector that was served.
+//!   join in the dataflow ([`freshet_features::served`]), keyed by the request's join-key field
+//!   (in `fields`, or at the top of the request) or else by its `request_id`, at the event time
+//!   of its event-time field (else the wall clock), so a label joins to the vector that was
+//!   served.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,12 +25,11 @@ use freshet_core::event::Scalar;
 use freshet_core::serving::InputValue;
 use freshet_core::spec::{PipelineSpec, ServingKind, ServingSpec};
 use freshet_features::model::ModelRow;
-use freshet_features::ModelSink;
+use freshet_features::ServedRows;
 use freshet_kafka::{Reply, Request, RequestHandler};
 use freshet_serve::{AppState, FeatureQuery, RequestError, RequestErrorKind, ServedRow};
 use serde_json::{Map, Value};
 
-use crate::learn::ModelRunner;
 use freshet_serve::requests::json_type_name as type_name;
 
 /// The handler of one `[[serving]]` table.
@@ -37,15 +37,15 @@ pub fn handler(
     spec: &PipelineSpec,
     table: &ServingSpec,
     state: AppState,
-    runner: Option<Arc<ModelRunner>>,
+    served: Option<Arc<ServedRows>>,
 ) -> Box<dyn RequestHandler> {
     match table.kind {
         ServingKind::Features => Box::new(FeatureHandler { state }),
         ServingKind::Predict => {
             let model = table.model.clone().unwrap_or_default();
-            let log = runner
+            let log = served
                 .filter(|_| table.log_features)
-                .and_then(|runner| FeatureLog::of(spec, &model, runner));
+                .and_then(|served| FeatureLog::of(spec, &model, served));
             Box::new(PredictHandler { model, state, log })
         }
     }
@@ -53,7 +53,7 @@ pub fn handler(
 
 /// Where served rows go for the label join.
 struct FeatureLog {
-    runner: Arc<ModelRunner>,
+    served: Arc<ServedRows>,
     /// The label's join key field.
     join_key: String,
     /// The event-time field of the model's event source.
@@ -62,7 +62,10 @@ struct FeatureLog {
 
 impl FeatureLog {
     /// The feature log of `model`, if it learns from delayed labels.
-    fn of(spec: &PipelineSpec, model: &str, runner: Arc<ModelRunner>) -> Option<Self> {
+    fn of(spec: &PipelineSpec, model: &str, served: Arc<ServedRows>) -> Option<Self> {
+        if !served.accepts(model) {
+            return None;
+        }
         let m = spec
             .models
             .iter()
@@ -82,7 +85,7 @@ impl FeatureLog {
             })
             .map(|s| s.event_time.clone());
         Some(Self {
-            runner,
+            served,
             join_key,
             time_field,
         })
@@ -114,18 +117,17 @@ impl FeatureLog {
                 InputValue::Category(c) => Scalar::Str((*c).into()),
             })
             .collect();
-        self.runner.row(
-            model,
-            ModelRow {
-                model: model.to_owned(),
-                ts_ms,
-                outcome_ms: ts_ms,
-                entity: row.entity.to_owned(),
-                key,
-                values,
-                label: None,
-            },
-        );
+        // a full queue counts the row as dropped (the dataflow stopped taking rows)
+        self.served.push(ModelRow {
+            model: model.to_owned(),
+            ts_ms,
+            outcome_ms: ts_ms,
+            entity: row.entity.to_owned(),
+            key,
+            values,
+            label: None,
+            served: true,
+        });
     }
 }
 
