@@ -242,6 +242,13 @@ struct Tensors {
 }
 
 impl Tensors {
+    /// Reads a safetensors file onto the CPU.
+    fn open(path: PathBuf) -> Result<Self, LearnError> {
+        let map = candle_core::safetensors::load(&path, &Device::Cpu)
+            .map_err(|e| invalid(&path, format!("cannot read tensors: {e}")))?;
+        Ok(Self { path, map })
+    }
+
     fn take(&mut self, name: &str) -> Result<Tensor, LearnError> {
         self.map
             .remove(name)
@@ -319,13 +326,7 @@ pub(crate) fn load(learner: &mut Learner, dir: &Path) -> Result<(), LearnError> 
             ),
         ));
     }
-    let tensors_path = dir.join(&meta.tensors);
-    let map = candle_core::safetensors::load(&tensors_path, &Device::Cpu)
-        .map_err(|e| invalid(&tensors_path, format!("cannot read tensors: {e}")))?;
-    let mut t = Tensors {
-        path: tensors_path,
-        map,
-    };
+    let mut t = Tensors::open(dir.join(&meta.tensors))?;
     let n = learner.inputs.len();
     let stats = Standardizer::from_state(
         t.f64s("pre.count", n)?,
@@ -560,13 +561,7 @@ pub(crate) fn load_version(path: &Path) -> Result<PublishedModel, LearnError> {
         ));
     }
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let tensors_path = dir.join(&meta.tensors);
-    let map = candle_core::safetensors::load(&tensors_path, &Device::Cpu)
-        .map_err(|e| invalid(&tensors_path, format!("cannot read tensors: {e}")))?;
-    let mut t = Tensors {
-        path: tensors_path,
-        map,
-    };
+    let mut t = Tensors::open(dir.join(&meta.tensors))?;
     let n = meta.inputs.len();
     let k = meta.head.outputs();
     let scaler = Scaler::from_mean_inv(t.f64s("scaler.mean_inv", 2 * n)?);

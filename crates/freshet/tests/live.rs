@@ -88,6 +88,40 @@ impl Topics {
     }
 }
 
+/// The `[kafka]`, `[store]` (Redis) and `[serve]` tables of a test pipeline.
+fn header(brokers: &str, redis: &str, tag: &str, port: u16) -> String {
+    format!(
+        r#"[kafka]
+brokers = "{brokers}"
+group_id = "{tag}"
+
+[store]
+backend = "redis"
+url = "{redis}"
+key_prefix = "{tag}"
+
+[serve]
+listen = "127.0.0.1:{port}"
+"#
+    )
+}
+
+/// The `[[serving]]` table of the fraud model on the test's request topics.
+fn fraud_serving(t: &Topics) -> String {
+    format!(
+        r#"[[serving]]
+name = "fraud_kafka"
+model = "fraud"
+request_topic = "{}"
+response_topic = "{}"
+dead_letter_topic = "{}"
+"#,
+        t.get("requests"),
+        t.get("responses"),
+        t.get("request_dead")
+    )
+}
+
 fn pipeline(dir: &Path, brokers: &str, redis: &str, t: &Topics, tag: &str, port: u16) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let foundation =
@@ -102,18 +136,7 @@ fn pipeline(dir: &Path, brokers: &str, redis: &str, t: &Topics, tag: &str, port:
         &format!("topic = \"{}\"\nevent_time = \"ts\"", t.get("transactions")),
     );
     let text = format!(
-        r#"[kafka]
-brokers = "{brokers}"
-group_id = "{tag}"
-
-[store]
-backend = "redis"
-url = "{redis}"
-key_prefix = "{tag}"
-
-[serve]
-listen = "127.0.0.1:{port}"
-
+        r#"{head}
 {body}
 [[source]]
 name = "labels"
@@ -129,13 +152,7 @@ label = {{ source = "labels", join_key = "event_id", field = "label", max_delay 
 optimizer = {{ kind = "ftrl", alpha = 0.05, beta = 1.0, l1 = 0.0, l2 = 1.0 }}
 batch_size = 64
 
-[[serving]]
-name = "fraud_kafka"
-model = "fraud"
-request_topic = "{requests}"
-response_topic = "{responses}"
-dead_letter_topic = "{request_dead}"
-batch_size = 32
+{serving}batch_size = 32
 max_in_flight = 128
 
 [[serving]]
@@ -145,9 +162,9 @@ request_topic = "{fq}"
 response_topic = "{fr}"
 dead_letter_topic = "{request_dead}"
 "#,
+        head = header(brokers, redis, tag, port),
+        serving = fraud_serving(t),
         labels = t.get("labels"),
-        requests = t.get("requests"),
-        responses = t.get("responses"),
         request_dead = t.get("request_dead"),
         fq = t.get("fq"),
         fr = t.get("fr"),
@@ -636,18 +653,7 @@ fn served_pipeline(
     port: u16,
 ) -> PathBuf {
     let text = format!(
-        r#"[kafka]
-brokers = "{brokers}"
-group_id = "{tag}"
-
-[store]
-backend = "redis"
-url = "{redis}"
-key_prefix = "{tag}"
-
-[serve]
-listen = "127.0.0.1:{port}"
-
+        r#"{head}
 [[source]]
 name = "transactions"
 topic = "{transactions}"
@@ -675,18 +681,11 @@ label = {{ source = "labels", join_key = "event_id", field = "label", max_delay 
 optimizer = {{ kind = "sgd", lr = 0.1 }}
 batch_size = 1
 
-[[serving]]
-name = "fraud_kafka"
-model = "fraud"
-request_topic = "{requests}"
-response_topic = "{responses}"
-dead_letter_topic = "{request_dead}"
-"#,
+{serving}"#,
         transactions = t.get("transactions"),
+        head = header(brokers, redis, tag, port),
+        serving = fraud_serving(t),
         labels = t.get("labels"),
-        requests = t.get("requests"),
-        responses = t.get("responses"),
-        request_dead = t.get("request_dead"),
     );
     let path = dir.join(format!("{tag}.toml"));
     std::fs::write(&path, text).expect("write pipeline");

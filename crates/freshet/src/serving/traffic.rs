@@ -150,6 +150,9 @@ pub fn load_version(
     Ok(version)
 }
 
+/// Each served model's start, by model name.
+pub type Starts = HashMap<String, ServingStart>;
+
 /// The start of every served model (policy and loaded versions) from the pipeline file and,
 /// with a state directory, the policies kept there; and the keeper of later changes (with a
 /// state directory).
@@ -157,7 +160,7 @@ pub fn serving_starts(
     spec: &PipelineSpec,
     registries: &HashMap<String, ModelRegistry>,
     state_dir: Option<&Path>,
-) -> anyhow::Result<(HashMap<String, ServingStart>, Option<Arc<TrafficKeeper>>)> {
+) -> anyhow::Result<(Starts, Option<Arc<TrafficKeeper>>)> {
     let dir = state_dir.map(|d| d.join("serving"));
     if let Some(dir) = &dir {
         std::fs::create_dir_all(dir.join("versions"))
@@ -210,6 +213,81 @@ pub fn serving_starts(
     }
     let keeper = dir.map(|dir| Arc::new(TrafficKeeper { dir, file_policies }));
     Ok((starts, keeper))
+}
+
+/// The JSON body of a policy written on the command line: `latest`, `rollback`, `pin=N`,
+/// `shadow=N`, `canary=N:PERCENT`, or JSON as the admin endpoint takes it.
+pub fn policy_body(text: &str) -> anyhow::Result<serde_json::Value> {
+    use serde_json::json;
+    let text = text.trim();
+    if text.starts_with('{') || text.starts_with('"') {
+        return serde_json::from_str(text).with_context(|| format!("policy `{text}`: bad JSON"));
+    }
+    let number = |v: &str, what: &str| -> anyhow::Result<u64> {
+        v.parse()
+            .with_context(|| format!("policy `{text}`: {what} `{v}` is not a version number"))
+    };
+    Ok(match text.split_once('=') {
+        None if text == "latest" || text == "rollback" => json!(text),
+        Some(("pin", v)) => json!({ "pin": number(v, "pin")? }),
+        Some(("shadow", v)) => json!({ "shadow": number(v, "shadow")? }),
+        Some(("canary", v)) => {
+            let (version, percent) = v
+                .split_once(':')
+                .with_context(|| format!("policy `{text}`: expected canary=VERSION:PERCENT"))?;
+            let percent: f64 = percent
+                .parse()
+                .with_context(|| format!("policy `{text}`: `{percent}` is not a percentage"))?;
+            json!({ "canary": { "version": number(version, "canary")?, "percent": percent } })
+        }
+        _ => bail!(
+            "policy `{text}`: expected latest, rollback, pin=N, shadow=N, canary=N:PERCENT or JSON"
+        ),
+    })
+}
+
+/// `freshet models traffic NAME [POLICY] --addr ADDR`.
+pub fn traffic_command(addr: &str, model: &str, policy: Option<&str>) -> anyhow::Result<()> {
+    let body = policy.map(policy_body).transpose()?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("http://{addr}/v1/admin/models/{model}/traffic");
+    let token = std::env::var(super::ADMIN_TOKEN_ENV).ok();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let response = match &body {
+        Some(body) => {
+            let mut request = agent.post(&url).header("content-type", "application/json");
+            if let Some(auth) = &auth {
+                request = request.header("authorization", auth);
+            }
+            request.send(body.to_string())
+        }
+        None => {
+            let mut request = agent.get(&url);
+            if let Some(auth) = &auth {
+                request = request.header("authorization", auth);
+            }
+            request.call()
+        }
+    };
+    let mut response = response.with_context(|| format!("cannot reach freshet at {addr}"))?;
+    let status = response.status();
+    let answer = response
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("reading the answer of {url}"))?;
+    if !status.is_success() {
+        let message = serde_json::from_str::<serde_json::Value>(&answer)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or(answer);
+        bail!("{url}: {status}: {message}");
+    }
+    println!("{answer}");
+    Ok(())
 }
 
 #[cfg(test)]
@@ -345,79 +423,4 @@ versions = [{versions}]
         assert!(text.contains("[model.serving] versions"), "{text}");
         assert!(text.contains("without a checkpoint of model `m`"), "{text}");
     }
-}
-
-/// The JSON body of a policy written on the command line: `latest`, `rollback`, `pin=N`,
-/// `shadow=N`, `canary=N:PERCENT`, or JSON as the admin endpoint takes it.
-pub fn policy_body(text: &str) -> anyhow::Result<serde_json::Value> {
-    use serde_json::json;
-    let text = text.trim();
-    if text.starts_with('{') || text.starts_with('"') {
-        return serde_json::from_str(text).with_context(|| format!("policy `{text}`: bad JSON"));
-    }
-    let number = |v: &str, what: &str| -> anyhow::Result<u64> {
-        v.parse()
-            .with_context(|| format!("policy `{text}`: {what} `{v}` is not a version number"))
-    };
-    Ok(match text.split_once('=') {
-        None if text == "latest" || text == "rollback" => json!(text),
-        Some(("pin", v)) => json!({ "pin": number(v, "pin")? }),
-        Some(("shadow", v)) => json!({ "shadow": number(v, "shadow")? }),
-        Some(("canary", v)) => {
-            let (version, percent) = v
-                .split_once(':')
-                .with_context(|| format!("policy `{text}`: expected canary=VERSION:PERCENT"))?;
-            let percent: f64 = percent
-                .parse()
-                .with_context(|| format!("policy `{text}`: `{percent}` is not a percentage"))?;
-            json!({ "canary": { "version": number(version, "canary")?, "percent": percent } })
-        }
-        _ => bail!(
-            "policy `{text}`: expected latest, rollback, pin=N, shadow=N, canary=N:PERCENT or JSON"
-        ),
-    })
-}
-
-/// `freshet models traffic NAME [POLICY] --addr ADDR`.
-pub fn traffic_command(addr: &str, model: &str, policy: Option<&str>) -> anyhow::Result<()> {
-    let body = policy.map(policy_body).transpose()?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_secs(10)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let url = format!("http://{addr}/v1/admin/models/{model}/traffic");
-    let token = std::env::var(super::ADMIN_TOKEN_ENV).ok();
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let response = match &body {
-        Some(body) => {
-            let mut request = agent.post(&url).header("content-type", "application/json");
-            if let Some(auth) = &auth {
-                request = request.header("authorization", auth);
-            }
-            request.send(body.to_string())
-        }
-        None => {
-            let mut request = agent.get(&url);
-            if let Some(auth) = &auth {
-                request = request.header("authorization", auth);
-            }
-            request.call()
-        }
-    };
-    let mut response = response.with_context(|| format!("cannot reach freshet at {addr}"))?;
-    let status = response.status();
-    let answer = response
-        .body_mut()
-        .read_to_string()
-        .with_context(|| format!("reading the answer of {url}"))?;
-    if !status.is_success() {
-        let message = serde_json::from_str::<serde_json::Value>(&answer)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or(answer);
-        bail!("{url}: {status}: {message}");
-    }
-    println!("{answer}");
-    Ok(())
 }
