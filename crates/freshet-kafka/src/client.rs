@@ -4,12 +4,16 @@
 //! is a metadata request bounded by [`CONNECT_TIMEOUT`], so an unreachable broker is reported as
 //! [`Error::Unreachable`] naming the address instead of a hang.
 
-use std::time::Duration;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use rdkafka::client::{Client, ClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
+use rdkafka::TopicPartitionList;
 
 /// How long to wait for the brokers to answer the first request.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -18,6 +22,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SESSION_TIMEOUT_MS: u32 = 6_000;
 /// How long a produced message may wait for delivery before it is reported as failed.
 pub const MESSAGE_TIMEOUT_MS: u32 = 30_000;
+/// How long [`Committer::commit`]'s callers wait for an offset commit to be answered.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a Kafka operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -209,4 +215,185 @@ pub fn partition_count<C: ClientContext>(
         return Err(missing());
     }
     u32::try_from(found.partitions().len()).map_err(|_| missing())
+}
+
+/// A commit for the committer's thread, and where its result goes.
+type CommitJob = (TopicPartitionList, Sender<KafkaResult<()>>);
+
+/// Offset commits of one consumer on a thread of their own, so that the caller waits for an
+/// answer at most as long as it chooses. librdkafka's synchronous commit waits without limit
+/// while the group coordinator is away (a broker outage), and its asynchronous one reports
+/// nothing back to a consumer without an offset-commit callback: a caller that keeps `/healthz`
+/// up to date, watches for SIGTERM or must know whether its offsets landed can use neither
+/// directly. One commit runs at a time; none is asked for while one is still unanswered, so
+/// commits do not pile up behind a coordinator that is away.
+pub struct Committer {
+    jobs: Sender<CommitJob>,
+    /// The result of the commit asked for last, while it has not been taken.
+    running: Mutex<Option<Receiver<KafkaResult<()>>>>,
+}
+
+/// What became of the commit asked for last.
+#[derive(Debug)]
+pub enum CommitStatus {
+    /// None asked for, or its result was taken already.
+    Idle,
+    /// Still waiting for the brokers.
+    Running,
+    /// Answered (taken now).
+    Done(KafkaResult<()>),
+}
+
+impl Committer {
+    /// A committer for `consumer`, whose thread is named `name`.
+    pub fn new<C: rdkafka::consumer::ConsumerContext + 'static>(
+        consumer: Arc<BaseConsumer<C>>,
+        name: &str,
+    ) -> Result<Self, Error> {
+        let (jobs, requests) = channel::<CommitJob>();
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                // ends once the committer is dropped and the commit under way returned
+                for (offsets, reply) in requests {
+                    let _ = reply.send(consumer.commit(&offsets, CommitMode::Sync));
+                }
+            })
+            .map_err(|e| Error::Io {
+                path: format!("{name} thread"),
+                error: e,
+            })?;
+        Ok(Self {
+            jobs,
+            running: Mutex::new(None),
+        })
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, Option<Receiver<KafkaResult<()>>>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What became of the commit asked for last (a finished result is taken).
+    pub fn status(&self) -> CommitStatus {
+        let mut running = self.running();
+        let Some(rx) = running.as_ref() else {
+            return CommitStatus::Idle;
+        };
+        let result = match rx.try_recv() {
+            Ok(result) => result,
+            Err(TryRecvError::Empty) => return CommitStatus::Running,
+            Err(TryRecvError::Disconnected) => {
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::Fail))
+            }
+        };
+        *running = None;
+        CommitStatus::Done(result)
+    }
+
+    /// Asks for a commit of `offsets` without waiting for it, unless one is still running
+    /// (then returns `false` and asks for nothing). A result not taken yet is dropped.
+    pub fn start(&self, offsets: &TopicPartitionList) -> bool {
+        let mut running = self.running();
+        if let Some(rx) = running.as_ref() {
+            match rx.try_recv() {
+                Err(TryRecvError::Empty) => return false,
+                Ok(_) | Err(TryRecvError::Disconnected) => *running = None,
+            }
+        }
+        let (reply, rx) = channel();
+        if self.jobs.send((offsets.clone(), reply)).is_ok() {
+            *running = Some(rx);
+        }
+        true
+    }
+
+    /// Commits `offsets` and waits for the answer at most `timeout`, counting the wait for a
+    /// commit still running from before. A commit not answered in time goes on, and may still
+    /// land later.
+    pub fn commit(&self, offsets: &TopicPartitionList, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        let timed_out = || {
+            Error::client(
+                format!(
+                    "commit offsets: no answer from the group coordinator within {}s",
+                    timeout.as_secs_f32()
+                ),
+                KafkaError::ConsumerCommit(RDKafkaErrorCode::OperationTimedOut),
+            )
+        };
+        let wait = |rx: &Receiver<KafkaResult<()>>| {
+            rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        };
+        let mut running = self.running();
+        if let Some(rx) = running.as_ref() {
+            match wait(rx) {
+                Err(RecvTimeoutError::Timeout) => return Err(timed_out()),
+                Ok(_) | Err(RecvTimeoutError::Disconnected) => *running = None,
+            }
+        }
+        let (reply, rx) = channel();
+        self.jobs.send((offsets.clone(), reply)).map_err(|_| {
+            Error::client(
+                "commit offsets: the committer thread is gone",
+                KafkaError::ConsumerCommit(RDKafkaErrorCode::Fail),
+            )
+        })?;
+        match wait(&rx) {
+            Ok(result) => result.map_err(|e| Error::client("commit offsets", e)),
+            Err(RecvTimeoutError::Timeout) => {
+                *running = Some(rx);
+                Err(timed_out())
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(Error::client(
+                "commit offsets: the committer thread is gone",
+                KafkaError::ConsumerCommit(RDKafkaErrorCode::Fail),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Offset;
+
+    /// A port on which nothing listens (bound, then released).
+    fn dead_brokers() -> String {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        format!("127.0.0.1:{port}")
+    }
+
+    #[test]
+    fn a_commit_without_brokers_times_out_instead_of_blocking() {
+        let consumer: BaseConsumer = consumer_config(&dead_brokers(), "commit-test")
+            .create()
+            .expect("consumer");
+        let committer = Committer::new(Arc::new(consumer), "commit-test").expect("committer");
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset("requests", 0, Offset::Offset(7))
+            .expect("offsets");
+        let started = Instant::now();
+        let error = committer
+            .commit(&offsets, Duration::from_millis(300))
+            .expect_err("no coordinator to answer");
+        assert!(error.is_retryable(), "{error}");
+        assert!(error.to_string().contains("no answer"), "{error}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        // the first is still waiting: neither a second commit nor a background one piles up
+        assert!(matches!(committer.status(), CommitStatus::Running));
+        assert!(!committer.start(&offsets));
+        let started = Instant::now();
+        assert!(committer
+            .commit(&offsets, Duration::from_millis(300))
+            .is_err());
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
 }

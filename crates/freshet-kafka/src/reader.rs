@@ -26,7 +26,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::client::{consumer_config, partition_count, Error, CONNECT_TIMEOUT};
+use crate::client::{
+    consumer_config, partition_count, Committer, Error, COMMIT_TIMEOUT, CONNECT_TIMEOUT,
+};
 
 /// Set to make every reader sharing it report [`ReadState::End`] (a graceful stop).
 pub type StopFlag = Arc<AtomicBool>;
@@ -303,7 +305,7 @@ impl LagProbe {
 
 /// Commits a checkpoint's positions for a consumer group.
 pub struct OffsetCommitter {
-    consumer: BaseConsumer,
+    committer: Committer,
     /// source → topic
     topics: BTreeMap<String, String>,
 }
@@ -318,10 +320,13 @@ impl OffsetCommitter {
         let consumer: BaseConsumer = consumer_config(brokers, group_id)
             .create()
             .map_err(|e| Error::client("offset committer", e))?;
-        Ok(Self { consumer, topics })
+        let committer = Committer::new(Arc::new(consumer), "offset-commit")?;
+        Ok(Self { committer, topics })
     }
 
-    /// Commits every position of `checkpoint` synchronously; returns how long it took.
+    /// Commits every position of `checkpoint` and waits for the answer, at most
+    /// [`COMMIT_TIMEOUT`] (a broker outage makes it fail instead of blocking the caller);
+    /// returns how long it took.
     pub fn commit(&self, checkpoint: &Checkpoint) -> Result<Duration, Error> {
         let start = Instant::now();
         let mut offsets = TopicPartitionList::new();
@@ -341,9 +346,7 @@ impl OffsetCommitter {
             }
         }
         if offsets.count() > 0 {
-            self.consumer
-                .commit(&offsets, CommitMode::Sync)
-                .map_err(|e| Error::client("commit offsets", e))?;
+            self.committer.commit(&offsets, COMMIT_TIMEOUT)?;
         }
         Ok(start.elapsed())
     }

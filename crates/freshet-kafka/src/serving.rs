@@ -10,6 +10,11 @@
 //!   whose answer (or dead letter) the brokers have not acknowledged: it is the lowest offset
 //!   still in flight, or one past the last one read when none is. Commits go out every
 //!   [`COMMIT_INTERVAL`] and once more at stop, after every answer in flight was acknowledged.
+//!   A commit that fails (the brokers away) is followed by one of every partition once they
+//!   answer; the one at stop is waited for, [`COMMIT_TIMEOUT`] at a time, and tried again.
+//! - **Broker outages.** Nothing gives up: the consumer and the producer reconnect by
+//!   themselves, answers wait in the producer and requests read stay in flight until the brokers
+//!   take the answers, and the loop neither exits nor dead-letters anything for it.
 //! - **At least once.** A crash re-reads the requests after the last committed offset, so a
 //!   request may be answered twice, under the same request id; consumers of the response topic
 //!   keep the first answer per id. Answers are never lost: the producer retries a message until
@@ -28,20 +33,23 @@ use std::time::{Duration, Instant};
 use freshet_core::metrics::{KafkaServingBoard, KafkaServingStats};
 use hdrhistogram::Histogram;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::client::{
-    consumer_config, fetch_metadata, partition_count, producer_config, Error, CONNECT_TIMEOUT,
+    consumer_config, fetch_metadata, partition_count, producer_config, CommitStatus, Committer,
+    Error, COMMIT_TIMEOUT, CONNECT_TIMEOUT,
 };
 
 /// How often acknowledged offsets are committed.
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a stopping loop waits for the answers in flight to be acknowledged.
 pub const STOP_WAIT: Duration = Duration::from_secs(30);
+/// How many times a stopping loop tries its last commit ([`COMMIT_TIMEOUT`] each).
+const STOP_COMMIT_TRIES: u32 = 3;
 /// How long a read waits for the first request of a batch when nothing is in flight.
 const IDLE_POLL: Duration = Duration::from_millis(50);
 /// Largest latency the histogram records (60 s); longer counts as 60 s.
@@ -287,6 +295,8 @@ impl RequestLoop {
         consumer
             .assign(&assignment)
             .map_err(|e| Error::client(format!("topic `{}`", config.request_topic), e))?;
+        let consumer = Arc::new(consumer);
+        let committer = Committer::new(consumer.clone(), &format!("commit-{}", config.name))?;
         let stats = Arc::new(RequestLoopStats::new(&config.name));
         board.add(stats.clone());
         tracing::info!(
@@ -299,6 +309,7 @@ impl RequestLoop {
         let worker = Worker {
             config,
             producer,
+            committer,
             acks: rx,
             stats,
             in_flight: BTreeMap::new(),
@@ -335,6 +346,8 @@ impl RequestLoop {
 struct Worker {
     config: RequestLoopConfig,
     producer: ThreadedProducer<Acks>,
+    /// Commits the request topic's offsets on a thread of its own.
+    committer: Committer,
     acks: Receiver<Report>,
     stats: Arc<RequestLoopStats>,
     /// Per partition: offset → messages of that request not yet acknowledged.
@@ -367,7 +380,7 @@ impl Worker {
                 self.drain_acks(Duration::from_millis(5));
             }
             if Instant::now() >= next_commit {
-                self.commit(consumer, CommitMode::Async);
+                self.commit();
                 next_commit = Instant::now() + COMMIT_INTERVAL;
             }
         }
@@ -382,7 +395,7 @@ impl Worker {
                 "answers not acknowledged at stop; their requests are read again at restart"
             );
         }
-        self.commit(consumer, CommitMode::Sync);
+        self.last_commit();
         Ok(())
     }
 
@@ -603,33 +616,81 @@ impl Worker {
         }
     }
 
-    /// Commits, per partition, the lowest offset still in flight (or one past the last read).
-    fn commit(&mut self, consumer: &BaseConsumer, mode: CommitMode) {
+    /// Per partition, the offset to commit: the lowest offset still in flight, or one past the
+    /// last read when none is.
+    fn commit_points(&self) -> Vec<(i32, i64)> {
+        self.read_to
+            .iter()
+            .map(|(&partition, &read_to)| {
+                let upto = self
+                    .in_flight
+                    .get(&partition)
+                    .and_then(|o| o.keys().next().copied())
+                    .unwrap_or(read_to);
+                (partition, upto)
+            })
+            .collect()
+    }
+
+    fn offsets(&self, points: &[(i32, i64)]) -> TopicPartitionList {
         let mut list = TopicPartitionList::new();
-        let mut advanced = Vec::new();
-        for (&partition, &read_to) in &self.read_to {
-            let upto = self
-                .in_flight
-                .get(&partition)
-                .and_then(|o| o.keys().next().copied())
-                .unwrap_or(read_to);
-            if self.committed.get(&partition).is_some_and(|&c| c >= upto) {
-                continue;
-            }
-            if list
-                .add_partition_offset(&self.config.request_topic, partition, Offset::Offset(upto))
-                .is_ok()
-            {
-                advanced.push((partition, upto));
-            }
+        for &(partition, upto) in points {
+            // only fails for an offset librdkafka cannot represent, which these are not
+            let _ = list.add_partition_offset(
+                &self.config.request_topic,
+                partition,
+                Offset::Offset(upto),
+            );
         }
+        list
+    }
+
+    /// Commits, without waiting, the partitions whose commit point moved. A commit that failed
+    /// (the brokers were away) makes the next one commit every partition again; while one is
+    /// still unanswered, none is asked for.
+    fn commit(&mut self) {
+        match self.committer.status() {
+            CommitStatus::Running => return,
+            CommitStatus::Done(Err(e)) => {
+                tracing::warn!(serving = %self.config.name, error = %e, "offset commit failed, retried at the next one");
+                self.committed.clear();
+            }
+            CommitStatus::Idle | CommitStatus::Done(Ok(())) => {}
+        }
+        let advanced: Vec<(i32, i64)> = self
+            .commit_points()
+            .into_iter()
+            .filter(|(p, upto)| self.committed.get(p).is_none_or(|c| c < upto))
+            .collect();
         if advanced.is_empty() {
             return;
         }
-        match consumer.commit(&list, mode) {
-            Ok(()) => self.committed.extend(advanced),
-            Err(e) => {
-                tracing::warn!(serving = %self.config.name, error = %e, "offset commit failed, retried at the next one");
+        if self.committer.start(&self.offsets(&advanced)) {
+            self.committed.extend(advanced);
+        }
+    }
+
+    /// The commit at stop: every partition, waited for (and tried again while the brokers do
+    /// not answer, [`STOP_COMMIT_TRIES`] times).
+    fn last_commit(&mut self) {
+        let points = self.commit_points();
+        if points.is_empty() {
+            return;
+        }
+        let list = self.offsets(&points);
+        for attempt in 1..=STOP_COMMIT_TRIES {
+            match self.committer.commit(&list, COMMIT_TIMEOUT) {
+                Ok(()) => {
+                    self.committed.extend(points);
+                    return;
+                }
+                Err(e) if attempt < STOP_COMMIT_TRIES => {
+                    tracing::warn!(serving = %self.config.name, error = %e, attempt, "offset commit at stop failed, trying again");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => {
+                    tracing::warn!(serving = %self.config.name, error = %e, "offsets not committed at stop; the requests since the last commit are answered again at restart");
+                }
             }
         }
     }

@@ -13,6 +13,10 @@
 //! - feature queries are answered with vectors and `as_of` equal to what HTTP serves;
 //! - after SIGTERM the model's checkpoint is in the state directory, and a restart resumes from
 //!   it (same version or later, no examples lost from the metrics).
+//!
+//! `kafka_serving_survives_a_broker_restart` runs the same pipeline against a durable broker of
+//! its own (`FRESHET_TEST_TANSU_BIN`, tansu with sqlite storage; skipped without it, failed
+//! under `CI=true`), killed with SIGKILL in the middle of a burst of requests and restarted.
 
 mod common;
 
@@ -25,8 +29,8 @@ use rdkafka::message::Message;
 use serde_json::{json, Value};
 
 use common::services::{
-    self, free_port, metrics, reader_from_beginning, run_ok, services, topic_message, unique,
-    TopicMessage,
+    self, durable_tansu, free_port, health, metrics, reader_from_beginning, run_ok, services,
+    spawn_tansu, topic_message, unique, TopicMessage,
 };
 use common::FRESHET;
 
@@ -287,15 +291,16 @@ fn terminate(mut running: Running) {
     services::terminate(running.0.take().expect("running"));
 }
 
-/// Reads `topic` from the beginning until `done` holds for what was read (or 60 s pass).
+/// Reads `topic` from the beginning until `done` holds for what was read (or `limit` passes).
 fn consume_until(
     brokers: &str,
     topic: &str,
     done: impl Fn(&[TopicMessage]) -> bool,
+    limit: Duration,
 ) -> Vec<TopicMessage> {
     let (consumer, _) = reader_from_beginning(brokers, topic);
     let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + limit;
     while Instant::now() < deadline && !done(&out) {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             out.push(topic_message(&m));
@@ -432,9 +437,12 @@ fn kafka_requests_are_answered_while_the_model_learns_from_a_label_topic() {
     );
     let valid = REQUESTS + 1;
     let with_error_answers = malformed.iter().filter(|(_, _, id)| id.is_some()).count();
-    let responses = consume_until(&brokers, topics.get("responses"), |out| {
-        out.len() >= valid + with_error_answers
-    });
+    let responses = consume_until(
+        &brokers,
+        topics.get("responses"),
+        |out| out.len() >= valid + with_error_answers,
+        Duration::from_secs(60),
+    );
     let mut by_id: BTreeMap<String, Value> = BTreeMap::new();
     for (key, payload, _) in &responses {
         let body: Value = serde_json::from_slice(payload).expect("a response is JSON");
@@ -489,9 +497,12 @@ fn kafka_requests_are_answered_while_the_model_learns_from_a_label_topic() {
     assert!(http["predictions"][0]["score"].as_f64().is_some(), "{http}");
 
     // malformed requests in the dead-letter topic, with their reasons
-    let dead = consume_until(&brokers, topics.get("request_dead"), |out| {
-        out.len() > malformed.len()
-    });
+    let dead = consume_until(
+        &brokers,
+        topics.get("request_dead"),
+        |out| out.len() > malformed.len(),
+        Duration::from_secs(60),
+    );
     for (line, reason, _) in &malformed {
         let letter = dead
             .iter()
@@ -518,9 +529,12 @@ fn kafka_requests_are_answered_while_the_model_learns_from_a_label_topic() {
         "queries.jsonl",
         &queries,
     );
-    let answers = consume_until(&brokers, topics.get("fr"), |out| {
-        out.len() > FEATURE_QUERIES
-    });
+    let answers = consume_until(
+        &brokers,
+        topics.get("fr"),
+        |out| out.len() > FEATURE_QUERIES,
+        Duration::from_secs(60),
+    );
     let answers: BTreeMap<String, Value> = answers
         .iter()
         .map(|(_, payload, _)| {
@@ -959,4 +973,233 @@ fn consume_with_time(brokers: &str, topic: &str, count: usize) -> Vec<(String, i
         }
     }
     out
+}
+
+/// Prediction requests of phase `phase` (ids `{phase}{i}`), one entity each.
+fn prediction_requests(phase: &str, count: usize, entities: &[String]) -> Vec<(String, String)> {
+    (0..count)
+        .map(|i| {
+            let id = format!("{phase}{i}");
+            let entity = entities[i % entities.len()].clone();
+            let line = json!({
+                "request_id": id,
+                "entity": entity,
+                "fields": {"amount": 5.0 + i as f64, "country": "US"},
+            })
+            .to_string();
+            (id, line)
+        })
+        .collect()
+}
+
+/// A broker of the test's own, killed if the test fails while it runs.
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kafka serving across a broker outage, against a durable broker of the test's own (tansu with
+/// sqlite storage, `FRESHET_TEST_TANSU_BIN`): requests answered before the outage, a burst of
+/// which part is read (answers in flight) and part unread when the broker is killed with
+/// SIGKILL, and requests produced after it is restarted on the same port and file. Every
+/// request is answered (repeats allowed, under the same id), nothing is dead-lettered, freshet
+/// waits out the outage with `/healthz` degraded, and after SIGTERM the serving group's offsets
+/// are at the end of the request topic.
+#[test]
+fn kafka_serving_survives_a_broker_restart() {
+    const EVENTS: usize = 3_000;
+    const BEFORE: usize = 100;
+    const BURST: usize = 2_000;
+    const AFTER: usize = 200;
+    let Some((_, redis)) = services() else {
+        return;
+    };
+    let Some(tansu) = durable_tansu() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker_dir = dir.path().join("broker");
+    std::fs::create_dir_all(&broker_dir).expect("mkdir");
+    let kafka_port = free_port();
+    let brokers = format!("127.0.0.1:{kafka_port}");
+    let mut broker = Broker(spawn_tansu(&tansu, &broker_dir, kafka_port));
+    let topics = load_traffic(dir.path(), &brokers, EVENTS);
+    let tag = unique("restart");
+    let port = free_port();
+    let pipeline = pipeline(dir.path(), &brokers, &redis, &topics, &tag, port);
+    // few requests in flight: reading goes at the pace of the broker's acknowledgements, so the
+    // broker dies with some of the burst read and unanswered and the rest not yet read
+    let text = std::fs::read_to_string(&pipeline).expect("pipeline");
+    let text = text.replacen(
+        "batch_size = 32\nmax_in_flight = 128",
+        "batch_size = 4\nmax_in_flight = 16",
+        1,
+    );
+    assert!(text.contains("max_in_flight = 16"), "{text}");
+    std::fs::write(&pipeline, text).expect("pipeline");
+    let state = dir.path().join("state");
+    let mut child = start(&pipeline, &state, &topics);
+    let serving = |m: &HashMap<String, f64>, name: &str| {
+        m.get(&format!("{name}{{serving=\"fraud_kafka\"}}"))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    wait_metrics(
+        &mut child,
+        port,
+        Duration::from_secs(120),
+        "the model publishes a version",
+        |m| {
+            m.get("freshet_model_version{model=\"fraud\"}")
+                .is_some_and(|v| *v >= 1.0)
+        },
+    );
+    let entities: Vec<String> = (0..50).map(|i| format!("c{i:07}")).collect();
+    let requests = topics.get("requests");
+    let produce = |name: &str, batch: &[(String, String)]| {
+        let lines: Vec<String> = batch.iter().map(|(_, line)| line.clone()).collect();
+        produce_lines(&brokers, requests, dir.path(), name, &lines);
+    };
+
+    // before the outage: answered
+    let before = prediction_requests("a", BEFORE, &entities);
+    produce("before.jsonl", &before);
+    wait_metrics(
+        &mut child,
+        port,
+        Duration::from_secs(60),
+        "the first requests answered",
+        |m| serving(m, "freshet_serving_kafka_responses_total") >= BEFORE as f64,
+    );
+
+    // a burst, and the broker killed while freshet works through it
+    let burst = prediction_requests("b", BURST, &entities);
+    produce("burst.jsonl", &burst);
+    // once freshet has started on the burst
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let at_kill = loop {
+        let m = metrics(port).expect("metrics before the kill");
+        if serving(&m, "freshet_serving_kafka_requests_total") > BEFORE as f64 {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "the burst is not read: {m:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    broker.0.kill().expect("SIGKILL the broker");
+    let _ = broker.0.wait();
+    let read = serving(&at_kill, "freshet_serving_kafka_requests_total");
+    let answered = serving(&at_kill, "freshet_serving_kafka_responses_total");
+    let in_flight = serving(&at_kill, "freshet_serving_kafka_in_flight");
+    eprintln!(
+        "killed the broker with {read} requests read, {answered} answered, {in_flight} in flight, \
+         of {} produced",
+        BEFORE + BURST
+    );
+    assert!(
+        read < (BEFORE + BURST) as f64,
+        "the whole burst was read before the kill: make it longer"
+    );
+    let mut degraded = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !degraded && Instant::now() < deadline {
+        degraded = health(port) == Some(503);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        degraded,
+        "/healthz never reported degraded while the broker was down"
+    );
+    // freshet waits (it neither exits nor gives answers up) while the broker is away
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "freshet run exited while the broker was down"
+    );
+    assert_eq!(health(port), Some(503), "still degraded while down");
+    broker = Broker(spawn_tansu(&tansu, &broker_dir, kafka_port));
+
+    // after the restart
+    let after = prediction_requests("c", AFTER, &entities);
+    produce("after.jsonl", &after);
+    let all: Vec<&(String, String)> = before.iter().chain(&burst).chain(&after).collect();
+    let (consumer, _) = reader_from_beginning(&brokers, topics.get("responses"));
+    let mut answers: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while answers.len() < all.len() && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let (key, payload, _) = topic_message(&m);
+            let body: Value = serde_json::from_slice(&payload).expect("a response is JSON");
+            let id = body["request_id"].as_str().expect("request_id").to_owned();
+            assert_eq!(key.as_deref(), Some(id.as_str()), "keyed by request id");
+            answers.entry(id).or_default().push(body);
+        }
+    }
+    drop(consumer);
+    let mut repeated = 0;
+    for (i, (id, line)) in all.iter().enumerate() {
+        let request: Value = serde_json::from_str(line).expect("json");
+        let bodies = answers.get(id).unwrap_or_else(|| {
+            panic!(
+                "no answer to {id} (request {i}); {} ids answered",
+                answers.len()
+            )
+        });
+        if bodies.len() > 1 {
+            repeated += 1;
+        }
+        for body in bodies {
+            assert!(body.get("error").is_none(), "{id}: {body}");
+            assert_eq!(body["model"], "fraud", "{body}");
+            assert!(body["version"].as_u64().is_some(), "{body}");
+            let score = body["score"].as_f64().expect("score");
+            assert!((0.0..=1.0).contains(&score), "{body}");
+            // a repeat answers the same request
+            assert_eq!(body["entity"], request["entity"], "{body}");
+        }
+    }
+    assert_eq!(answers.len(), all.len(), "answers to unknown ids");
+    eprintln!(
+        "{} requests answered, {repeated} of them more than once",
+        all.len()
+    );
+
+    // nothing dead-lettered, nothing failed, nothing left in flight, healthy again
+    let m = wait_metrics(
+        &mut child,
+        port,
+        Duration::from_secs(60),
+        "every answer acknowledged and healthy",
+        |m| {
+            m.contains_key("freshet_serving_kafka_in_flight{serving=\"fraud_kafka\"}")
+                && serving(m, "freshet_serving_kafka_in_flight") == 0.0
+                && health(port) == Some(200)
+        },
+    );
+    assert_eq!(serving(&m, "freshet_serving_kafka_dead_letters_total"), 0.0);
+    assert_eq!(serving(&m, "freshet_serving_kafka_failed_total"), 0.0);
+    assert!(serving(&m, "freshet_serving_kafka_responses_total") >= all.len() as f64);
+    let dead = consume_until(
+        &brokers,
+        topics.get("request_dead"),
+        |_| false,
+        Duration::from_secs(3),
+    );
+    assert!(
+        dead.is_empty(),
+        "{} dead letters: {:?}",
+        dead.len(),
+        dead.first()
+    );
+
+    terminate(child);
+    let group = format!("{tag}.serving.fraud_kafka");
+    let committed = freshet_kafka::serving::committed_offsets(&brokers, &group, requests)
+        .expect("committed offsets");
+    let total: i64 = committed.iter().map(|(_, o)| *o).sum();
+    assert_eq!(total as usize, all.len(), "committed {committed:?}");
+    drop(broker);
 }

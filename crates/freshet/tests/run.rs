@@ -26,8 +26,8 @@ use rdkafka::consumer::Consumer;
 use serde_json::Value;
 
 use common::services::{
-    ci, free_port, metrics, reader_from_beginning, run_ok, services, terminate, topic_message,
-    unique, TopicMessage,
+    durable_tansu, free_port, health, metrics, reader_from_beginning, run_ok, services,
+    spawn_tansu, terminate, topic_message, unique, TopicMessage,
 };
 use common::FRESHET;
 
@@ -470,14 +470,6 @@ fn names(tag: &str) -> Names {
     }
 }
 
-fn health(port: u16) -> Option<u16> {
-    match ureq::get(&format!("http://127.0.0.1:{port}/healthz")).call() {
-        Ok(r) => Some(r.status().as_u16()),
-        Err(ureq::Error::StatusCode(code)) => Some(code),
-        Err(_) => None,
-    }
-}
-
 /// A redis-server of the test's own, with an append-only file so that a restart keeps its data.
 fn spawn_redis(dir: &Path, port: u16) -> Child {
     let child = Command::new("redis-server")
@@ -569,63 +561,6 @@ fn a_redis_restart_mid_stream_degrades_health_and_loses_nothing() {
     terminate(child);
     check_outputs(&w, &brokers, &pipeline, &n, head, tag, &http);
     stop_redis(redis);
-}
-
-/// The durable broker binary (tansu built with sqlite storage) that `scripts/test.sh` exports as
-/// `FRESHET_TEST_TANSU_BIN`, or `None` (skip) outside CI.
-fn durable_tansu() -> Option<PathBuf> {
-    let bin = std::env::var_os("FRESHET_TEST_TANSU_BIN").map(PathBuf::from);
-    match bin {
-        Some(path) if path.is_file() => Some(path),
-        other if ci() => panic!(
-            "CI=true but FRESHET_TEST_TANSU_BIN ({other:?}) names no durable tansu binary \
-             (scripts/test.sh installs one)"
-        ),
-        _ => {
-            eprintln!("skipped: needs a durable tansu in FRESHET_TEST_TANSU_BIN; run through scripts/test.sh");
-            None
-        }
-    }
-}
-
-/// Starts `bin` as a broker on `127.0.0.1:port` that keeps its log in `dir/tansu.db` (sqlite), so
-/// that a restart on the same directory serves every record acknowledged before; waits until it
-/// answers metadata requests.
-fn spawn_tansu(bin: &Path, dir: &Path, port: u16) -> Child {
-    let url = format!("tcp://127.0.0.1:{port}");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("tansu.log"))
-        .expect("tansu log");
-    let mut child = Command::new(bin)
-        // tansu resolves `sqlite://NAME` against its working directory
-        .current_dir(dir)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "sqlite://tansu.db"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("tansu starts");
-    let brokers = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while freshet_kafka::TopicAdmin::connect(&brokers, Duration::from_secs(1)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "tansu exited during start-up ({status}); log: {}",
-                dir.join("tansu.log").display()
-            );
-        }
-        assert!(Instant::now() < deadline, "tansu not ready on {brokers}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child
 }
 
 /// Splits `file` into its first `first` lines and the rest (order kept).

@@ -1,9 +1,11 @@
 //! The services of the tests that talk to Kafka and Redis (started by `scripts/test.sh`, which
-//! exports their addresses), unique names, free ports and `freshet` runs that must succeed.
+//! exports their addresses), the durable broker that the broker-restart tests start themselves
+//! (`FRESHET_TEST_TANSU_BIN`), unique names, free ports and `freshet` runs that must succeed.
 //! Outside CI a missing service skips a test; under `CI=true` it fails it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Command};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use freshet_kafka::client::consumer_config;
@@ -51,6 +53,63 @@ pub fn services() -> Option<(String, String)> {
             None
         }
     }
+}
+
+/// The durable broker binary (tansu built with sqlite storage) that `scripts/test.sh` exports as
+/// `FRESHET_TEST_TANSU_BIN`, or `None` (skip) outside CI.
+pub fn durable_tansu() -> Option<PathBuf> {
+    let bin = std::env::var_os("FRESHET_TEST_TANSU_BIN").map(PathBuf::from);
+    match bin {
+        Some(path) if path.is_file() => Some(path),
+        other if ci() => panic!(
+            "CI=true but FRESHET_TEST_TANSU_BIN ({other:?}) names no durable tansu binary \
+             (scripts/test.sh installs one)"
+        ),
+        _ => {
+            eprintln!("skipped: needs a durable tansu in FRESHET_TEST_TANSU_BIN; run through scripts/test.sh");
+            None
+        }
+    }
+}
+
+/// Starts `bin` as a broker on `127.0.0.1:port` that keeps its log in `dir/tansu.db` (sqlite), so
+/// that a restart on the same directory serves every record acknowledged before; waits until it
+/// answers metadata requests.
+pub fn spawn_tansu(bin: &Path, dir: &Path, port: u16) -> Child {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("tansu.log"))
+        .expect("tansu log");
+    let mut child = Command::new(bin)
+        // tansu resolves `sqlite://NAME` against its working directory
+        .current_dir(dir)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("tansu starts");
+    let brokers = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while freshet_kafka::TopicAdmin::connect(&brokers, Duration::from_secs(1)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "tansu exited during start-up ({status}); log: {}",
+                dir.join("tansu.log").display()
+            );
+        }
+        assert!(Instant::now() < deadline, "tansu not ready on {brokers}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
 }
 
 /// `prefix` made unique to this process and moment (topic names, key prefixes).
@@ -148,6 +207,16 @@ pub fn topic_message(m: &BorrowedMessage<'_>) -> TopicMessage {
         m.payload().unwrap_or_default().to_vec(),
         headers,
     )
+}
+
+/// The status of a `freshet` HTTP API's `/healthz` (200 ok, 503 degraded), or `None` when it
+/// does not answer.
+pub fn health(port: u16) -> Option<u16> {
+    match ureq::get(&format!("http://127.0.0.1:{port}/healthz")).call() {
+        Ok(r) => Some(r.status().as_u16()),
+        Err(ureq::Error::StatusCode(code)) => Some(code),
+        Err(_) => None,
+    }
 }
 
 /// The samples of a `freshet` HTTP API's `/metrics` by series (name and labels), or `None` when
