@@ -788,9 +788,12 @@ fn rows_served_over_kafka_are_learned_when_their_labels_arrive() {
     requests.push(json!({"request_id": "late", "entity": "c3", "fields": {
         "amount": 6.0, "event_id": 3_000, "ts": T0 + 500}}));
     produce("requests", "requests.jsonl", &requests, "request_id");
-    let answers = consume_until(&brokers, topics.get("responses"), |out| {
-        out.len() >= requests.len()
-    });
+    let answers = consume_until(
+        &brokers,
+        topics.get("responses"),
+        |out| out.len() >= requests.len(),
+        Duration::from_secs(60),
+    );
     for (_, payload, _) in &answers {
         let body: Value = serde_json::from_slice(payload).expect("json");
         assert!(body["score"].as_f64().is_some(), "{body}");
