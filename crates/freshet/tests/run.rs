@@ -176,7 +176,7 @@ fn start(pipeline: &Path, state: &Path, names: &Names, topics_dir: &Path) -> Chi
         .args(["--dead-letter-topic", &names.dead_letters])
         .arg("--topics-dir")
         .arg(topics_dir)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,freshet_kafka::reader=info")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
