@@ -97,6 +97,14 @@ enum Admit {
 /// further each time, finally the beginning of the partition, where a gap is then real:
 /// compaction, transaction markers). Past the proof, a record below the next offset to hand out
 /// (a repeat) is dropped.
+///
+/// What tansu 0.6.0 does (crate `tansu-storage`): `DynoStore::fetch` (`src/dynostore.rs`) lists
+/// the partition's batch objects, named by base offset, and keeps those with a base offset at
+/// or past the fetch offset (`split_off`), so the batch that holds the offset is left out;
+/// `FetchService::fetch_partition` (`src/service/fetch.rs`) then fetches again from the fetch
+/// offset plus the number of records returned, which falls short of the end of what was
+/// returned when the first batch was skipped, and so returns batches a second time in the same
+/// answer (at offsets past the fetch offset, which librdkafka delivers).
 #[derive(Debug)]
 struct StartGate {
     /// The offset of the next record to hand out, once known.
