@@ -23,6 +23,7 @@ pub mod topics;
 pub use client::Error;
 pub use reader::{
     kafka_inputs, InputOptions, KafkaPartitionReader, LagProbe, OffsetCommitter, StartAt, StopFlag,
+    Target,
 };
 pub use serving::{
     Reply, Request, RequestHandler, RequestLoop, RequestLoopBoard, RequestLoopConfig,

@@ -4,6 +4,9 @@
 //! worker `p % peers`; no group rebalancing moves partitions under a running dataflow. A reader
 //! starts where it is told ([`StartAt`]): at a checkpoint's position (`freshet run`), at the
 //! beginning, or at its group's committed offset (the earliest offset when there is none).
+//! A reader started at an offset does not trust the broker to answer a fetch at that offset with
+//! exactly the records from it on: it fetches from before it, drops what lies before it and
+//! every repeat, and proves that nothing between was skipped (`StartGate`).
 //! Offsets handed to the dataflow are Kafka offsets. Nothing is committed automatically:
 //! [`KafkaPartitionReader::commit`] and [`OffsetCommitter`] commit offsets once the caller knows
 //! that the writes they cover have landed. A message without a payload (a tombstone) is sent to
@@ -47,6 +50,150 @@ pub enum StartAt {
 /// How often a reader refreshes its lag figures.
 const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The topic partition a reader reads, and the source it feeds.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The partition.
+    pub partition: u32,
+    /// The pipeline source the records feed (named in dead letters).
+    pub source: &'a str,
+}
+
+/// How long a reader that is proving its start waits for a record before it fetches from further
+/// back (a fetch inside the last batch of a partition may answer nothing at all).
+const REFETCH_AFTER: Duration = Duration::from_secs(1);
+/// How far back the second fetch of a start proof goes; each later one goes
+/// [`REFETCH_GROWTH`] times further.
+const FIRST_REFETCH_SPAN: u64 = 1024;
+/// Growth of the distance fetched back by each further fetch of a start proof.
+const REFETCH_GROWTH: u64 = 16;
+
+/// What the reader does with a polled record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// Hand it to the dataflow.
+    Hand,
+    /// Drop it: it lies before the start.
+    Before,
+    /// Drop it: it repeats a record already handed out.
+    Repeat,
+    /// Drop it and fetch again from this offset (`0`: from the beginning of the partition).
+    Refetch(u64),
+}
+
+/// Decides which polled records a reader hands out, so that a reader started at an offset hands
+/// out every record from that offset on exactly once, in offset order, whatever the broker
+/// answers to the fetch at that offset.
+///
+/// A Kafka broker answers a fetch at an offset inside a record batch with the whole batch, and
+/// the client drops the records below the offset. Some brokers answer with the *next* batch
+/// instead (tansu 0.6.0 with its object-store ("dynostore") storage, e.g. `memory://`), which
+/// silently skips the rest of the batch that holds the offset, and repeat batches later in the
+/// same answer. So a reader started at offset `start > 0` does not trust the broker to start
+/// there: it fetches from `start - 1` and hands nothing out until it has polled a record below
+/// `start` (dropped) — from then on the broker is delivering the log from before `start`, and
+/// every record from `start` on follows. A first record at or past `start`, or nothing for
+/// [`REFETCH_AFTER`], makes it fetch again from further back (1024 records, then 16 times
+/// further each time, finally the beginning of the partition, where a gap is then real:
+/// compaction, transaction markers). Past the proof, a record below the next offset to hand out
+/// (a repeat) is dropped.
+///
+/// What tansu 0.6.0 does (crate `tansu-storage`): `DynoStore::fetch` (`src/dynostore.rs`) lists
+/// the partition's batch objects, named by base offset, and keeps those with a base offset at
+/// or past the fetch offset (`split_off`), so the batch that holds the offset is left out;
+/// `FetchService::fetch_partition` (`src/service/fetch.rs`) then fetches again from the fetch
+/// offset plus the number of records returned, which falls short of the end of what was
+/// returned when the first batch was skipped, and so returns batches a second time in the same
+/// answer (at offsets past the fetch offset, which librdkafka delivers).
+#[derive(Debug)]
+struct StartGate {
+    /// The offset of the next record to hand out, once known.
+    next: Option<u64>,
+    /// While the start is unproven: where the current fetch starts and when it was issued.
+    proving: Option<(u64, Instant)>,
+    /// The first offset to hand out (0 when the broker decides).
+    start: u64,
+}
+
+impl StartGate {
+    /// A gate that hands out whatever comes first (the start is the broker's: beginning or
+    /// committed offset).
+    fn open() -> Self {
+        Self {
+            next: None,
+            proving: None,
+            start: 0,
+        }
+    }
+
+    /// A gate for a reader started at `start`; returns it and the offset to fetch from.
+    fn at(start: u64, now: Instant) -> (Self, u64) {
+        let fetch = start.saturating_sub(1);
+        let gate = Self {
+            next: Some(start),
+            proving: (start > 0).then_some((fetch, now)),
+            start,
+        };
+        (gate, fetch)
+    }
+
+    /// The offset of the next record to hand out, once known.
+    fn next(&self) -> Option<u64> {
+        self.next
+    }
+
+    /// The fate of a polled record at `offset`.
+    fn admit(&mut self, offset: u64, now: Instant) -> Admit {
+        if let (Some((from, _)), Some(start)) = (self.proving, self.next) {
+            if offset >= start && from > 0 {
+                // the broker skipped the records up to `offset`, or there are none: look further back
+                return Admit::Refetch(self.back_off(now));
+            }
+            // a record from before the start (or a fetch from the beginning): proven
+            self.proving = None;
+        }
+        match self.next {
+            Some(next) if offset < next && offset >= self.start => Admit::Repeat,
+            Some(next) if offset < next => Admit::Before,
+            _ => {
+                self.next = Some(offset + 1);
+                Admit::Hand
+            }
+        }
+    }
+
+    /// Called when a poll found nothing: the offset to fetch from again, when the start is
+    /// unproven and nothing has arrived for [`REFETCH_AFTER`].
+    fn idle(&mut self, now: Instant) -> Option<u64> {
+        match self.proving {
+            Some((from, since)) if from > 0 && now.duration_since(since) >= REFETCH_AFTER => {
+                Some(self.back_off(now))
+            }
+            _ => None,
+        }
+    }
+
+    fn back_off(&mut self, now: Instant) -> u64 {
+        let start = self.start;
+        let span = match self.proving {
+            Some((from, _)) if start - from > 1 => (start - from).saturating_mul(REFETCH_GROWTH),
+            _ => FIRST_REFETCH_SPAN,
+        };
+        let from = start.saturating_sub(span);
+        self.proving = Some((from, now));
+        from
+    }
+}
+
+/// `offset` as a fetch position.
+fn fetch_offset(offset: u64) -> Result<Offset, KafkaError> {
+    i64::try_from(offset)
+        .map(Offset::Offset)
+        .map_err(|_| KafkaError::Seek("offset out of range".into()))
+}
+
 /// Reads one topic partition with a consumer of its own.
 pub struct KafkaPartitionReader {
     consumer: BaseConsumer,
@@ -55,14 +202,17 @@ pub struct KafkaPartitionReader {
     partition: i32,
     dead_letters: Arc<dyn DeadLetterSink>,
     stop: StopFlag,
-    /// Offset of the next message to hand out, once known.
-    next: Option<u64>,
+    /// Which polled records are handed out (the start offset, repeats).
+    gate: StartGate,
+    /// Whether a repeated record was dropped yet (reported once).
+    repeated: bool,
     metrics: Option<Arc<PipelineMetrics>>,
     last_report: Option<Instant>,
 }
 
 impl KafkaPartitionReader {
-    /// Opens a consumer in `group_id` assigned to `topic`/`partition`, for source `source`.
+    /// Opens a consumer in `group_id` assigned to `topic`/`partition`, for source `source`,
+    /// starting at the group's committed offset.
     pub fn open(
         brokers: &str,
         group_id: &str,
@@ -72,6 +222,38 @@ impl KafkaPartitionReader {
         dead_letters: Arc<dyn DeadLetterSink>,
         stop: StopFlag,
     ) -> Result<Self, Error> {
+        let target = Target {
+            topic,
+            partition,
+            source,
+        };
+        Self::open_at(
+            brokers,
+            group_id,
+            &target,
+            StartAt::Committed,
+            dead_letters,
+            stop,
+        )
+    }
+
+    /// Opens a consumer in `group_id` assigned once to `target`'s topic partition, starting at
+    /// `start`. A reader started at an offset hands out every record from that offset on, and
+    /// none before it, whatever batch the broker answers the first fetch with (see
+    /// `StartGate`).
+    pub fn open_at(
+        brokers: &str,
+        group_id: &str,
+        target: &Target<'_>,
+        start: StartAt,
+        dead_letters: Arc<dyn DeadLetterSink>,
+        stop: StopFlag,
+    ) -> Result<Self, Error> {
+        let Target {
+            topic,
+            partition,
+            source,
+        } = *target;
         let context = || format!("topic `{topic}` partition {partition}");
         let partition = i32::try_from(partition).map_err(|_| {
             Error::client(context(), KafkaError::Seek("partition out of range".into()))
@@ -79,49 +261,67 @@ impl KafkaPartitionReader {
         let consumer: BaseConsumer = consumer_config(brokers, group_id)
             .create()
             .map_err(|e| Error::client(context(), e))?;
-        let mut assignment = TopicPartitionList::new();
-        // `Stored`: the group's committed offset; `auto.offset.reset=earliest` when none.
-        assignment
-            .add_partition_offset(topic, partition, Offset::Stored)
-            .map_err(|e| Error::client(context(), e))?;
-        consumer
-            .assign(&assignment)
-            .map_err(|e| Error::client(context(), e))?;
-        Ok(Self {
+        let (gate, offset) = match start {
+            // `Stored`: the group's committed offset; `auto.offset.reset=earliest` when none.
+            StartAt::Committed => (StartGate::open(), Offset::Stored),
+            StartAt::Beginning => (StartGate::open(), Offset::Beginning),
+            StartAt::Offset(o) => {
+                let (gate, fetch) = StartGate::at(o, Instant::now());
+                (
+                    gate,
+                    fetch_offset(fetch).map_err(|e| Error::client(context(), e))?,
+                )
+            }
+        };
+        let reader = Self {
             consumer,
             source: source.to_owned(),
             topic: topic.to_owned(),
             partition,
             dead_letters,
             stop,
-            next: None,
+            gate,
+            repeated: false,
             metrics: None,
             last_report: None,
-        })
+        };
+        reader
+            .assign(offset)
+            .map_err(|e| Error::client(context(), e))?;
+        Ok(reader)
     }
 
-    /// Moves the reader to `start` (before it has read anything).
-    pub fn start_at(mut self, start: StartAt) -> Result<Self, Error> {
-        let context = || format!("topic `{}` partition {}", self.topic, self.partition);
-        let offset = match start {
-            StartAt::Committed => Offset::Stored,
-            StartAt::Beginning => Offset::Beginning,
-            StartAt::Offset(o) => Offset::Offset(i64::try_from(o).map_err(|_| {
-                Error::client(context(), KafkaError::Seek("offset out of range".into()))
-            })?),
-        };
+    /// Assigns the reader's partition to its consumer, fetching from `offset` (replacing the
+    /// assignment: records fetched before are not delivered).
+    fn assign(&self, offset: Offset) -> Result<(), KafkaError> {
         let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(&self.topic, self.partition, offset)
-            .map_err(|e| Error::client(context(), e))?;
-        self.consumer
-            .assign(&assignment)
-            .map_err(|e| Error::client(context(), e))?;
-        self.next = match start {
-            StartAt::Offset(o) => Some(o),
-            _ => None,
+        assignment.add_partition_offset(&self.topic, self.partition, offset)?;
+        self.consumer.assign(&assignment)
+    }
+
+    /// Fetches again from `from` while the start is being proven (see [`StartGate`]).
+    /// `first`: the record that made it look further back (none: nothing arrived).
+    fn refetch(&self, from: u64, first: Option<u64>) -> io::Result<()> {
+        let start = self.gate.start;
+        tracing::info!(
+            topic = %self.topic,
+            partition = self.partition,
+            start,
+            first,
+            from,
+            "the broker answered the fetch before the start offset with no record before it; fetching from further back"
+        );
+        let offset = if from == 0 {
+            Ok(Offset::Beginning)
+        } else {
+            fetch_offset(from)
         };
-        Ok(self)
+        offset.and_then(|o| self.assign(o)).map_err(|e| {
+            io::Error::other(format!(
+                "kafka topic `{}` partition {}: fetch again from {from}: {e}",
+                self.topic, self.partition
+            ))
+        })
     }
 
     /// Reports position and lag to `metrics`.
@@ -140,7 +340,7 @@ impl KafkaPartitionReader {
             return;
         }
         self.last_report = Some(Instant::now());
-        if let Some(position) = self.next {
+        if let Some(position) = self.gate.next() {
             // the high watermark comes from [`LagProbe`], off the worker thread
             metrics.set_position(&self.topic, self.partition.unsigned_abs(), position);
         }
@@ -182,15 +382,54 @@ impl PartitionReader for KafkaPartitionReader {
         if self.stop.load(Ordering::Relaxed) {
             return Ok(ReadState::End);
         }
-        let mut read = 0;
-        while read < max_records {
+        // records polled (handed out or dropped) and records handed out
+        let (mut polled, mut read) = (0, 0);
+        while polled < max_records {
             // Never block a timely worker: the dataflow backs off itself on `Idle`.
             match self.consumer.poll(Duration::ZERO) {
-                None => break,
+                None => {
+                    if let Some(from) = self.gate.idle(Instant::now()) {
+                        self.refetch(from, None)?;
+                    }
+                    break;
+                }
                 Some(Ok(message)) => {
-                    read += 1;
+                    polled += 1;
                     let offset = message.offset().unsigned_abs();
-                    self.next = Some(offset + 1);
+                    let proving = self.gate.proving;
+                    let admitted = self.gate.admit(offset, Instant::now());
+                    if let (Some((from, _)), None) = (proving, self.gate.proving) {
+                        tracing::info!(
+                            topic = %self.topic,
+                            partition = self.partition,
+                            start = self.gate.start,
+                            from,
+                            first = offset,
+                            "start offset proven: the broker delivers the records before it"
+                        );
+                    }
+                    match admitted {
+                        Admit::Hand => {}
+                        Admit::Before => continue,
+                        Admit::Repeat => {
+                            if !self.repeated {
+                                self.repeated = true;
+                                tracing::info!(
+                                    topic = %self.topic,
+                                    partition = self.partition,
+                                    offset,
+                                    next = self.gate.next().unwrap_or(0),
+                                    "the broker delivered a record again; repeats are dropped"
+                                );
+                            }
+                            continue;
+                        }
+                        Admit::Refetch(from) => {
+                            self.refetch(from, Some(offset))?;
+                            break;
+                        }
+                    }
+                    read += 1;
                     match message.payload() {
                         Some(bytes) => record(offset, bytes),
                         None => self.no_payload(offset),
@@ -210,7 +449,7 @@ impl PartitionReader for KafkaPartitionReader {
             }
         }
         self.report_lag();
-        Ok(if read == 0 {
+        Ok(if read == 0 && polled == 0 {
             ReadState::Idle
         } else {
             ReadState::More
@@ -218,7 +457,7 @@ impl PartitionReader for KafkaPartitionReader {
     }
 
     fn position(&self) -> Option<u64> {
-        self.next
+        self.gate.next()
     }
 }
 
@@ -378,16 +617,19 @@ pub fn kafka_inputs(
         let factory: ReaderFactory = Arc::new(move |index, peers| {
             let mut readers: freshet_features::Partitions = Vec::new();
             for partition in (0..partitions).filter(|p| *p as usize % peers.max(1) == index) {
-                let reader = KafkaPartitionReader::open(
+                let target = Target {
+                    topic: &topic,
+                    partition,
+                    source: &source_name,
+                };
+                let reader = KafkaPartitionReader::open_at(
                     &brokers,
                     &group_id,
-                    &source_name,
-                    &topic,
-                    partition,
+                    &target,
+                    options.start(&source_name, partition),
                     dead_letters.clone(),
                     stop.clone(),
                 )
-                .and_then(|r| r.start_at(options.start(&source_name, partition)))
                 .map_err(io::Error::other)?;
                 let reader = match &options.metrics {
                     Some(m) => reader.with_metrics(m.clone()),

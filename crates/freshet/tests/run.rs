@@ -176,7 +176,7 @@ fn start(pipeline: &Path, state: &Path, names: &Names, topics_dir: &Path) -> Chi
         .args(["--dead-letter-topic", &names.dead_letters])
         .arg("--topics-dir")
         .arg(topics_dir)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,freshet_kafka::reader=info")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -701,7 +701,7 @@ fn kafka_to_redis_converges_with_and_without_a_crash() {
         let state = w.dir.path().join(format!("state-{tag}"));
         let mut child = start(&pipeline, &state, &n, &topics_dir);
         if crash {
-            // SIGKILL somewhere between a tenth and nine tenths of the input
+            // SIGKILL somewhere between a tenth and nine tenths of the input ...
             let nanos = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.subsec_nanos());
@@ -710,22 +710,50 @@ fn kafka_to_redis_converges_with_and_without_a_crash() {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(EVENTS / 10 + (nanos as usize) % (EVENTS * 8 / 10));
+            // ... and after a checkpoint that holds offsets: the first one completed after events
+            // were seen (sources read only between checkpoints, and the count of checkpoints
+            // grows before they read on, so that one was cut after some events were read).
+            // Reading is fast enough that a kill point alone often comes before any such
+            // checkpoint, and the restart would then read from the beginning.
             let deadline = Instant::now() + CATCH_UP;
-            loop {
+            let (mut seen_events, mut flowing_at): (bool, Option<f64>) = (false, None);
+            let (events, checkpoints) = loop {
                 assert!(Instant::now() < deadline, "never reached {at} events");
                 if let Some(m) = metrics(port) {
-                    if get(&m, "freshet_pipeline_events_total") as usize >= at {
-                        break;
+                    let events = get(&m, "freshet_pipeline_events_total");
+                    let checkpoints = get(&m, "freshet_checkpoints_total");
+                    // the count from the scrape after the one that saw events: a scrape reads
+                    // the checkpoint count before the event count
+                    if flowing_at.is_none() {
+                        if seen_events {
+                            flowing_at = Some(checkpoints);
+                        }
+                        seen_events = events > 0.0;
+                    }
+                    if events as usize >= at && flowing_at.is_some_and(|c| checkpoints >= c + 1.0) {
+                        break (events, checkpoints);
                     }
                 }
                 std::thread::sleep(Duration::from_millis(5));
-            }
+            };
             child.kill().expect("SIGKILL");
             let _ = child.wait();
-            eprintln!("killed freshet run after {at}+ events; restarting");
+            eprintln!(
+                "killed freshet run after {events}+ events (kill point {at}) and {checkpoints} \
+                 checkpoints; restarting"
+            );
             child = start(&pipeline, &state, &n, &topics_dir);
         }
         let head = wait_caught_up(&mut child, port);
+        if crash {
+            // the restart read on from the checkpoint's offsets, not from the beginning
+            let read = metrics(port).map_or(0.0, |m| get(&m, "freshet_pipeline_events_total"));
+            eprintln!("the restarted run read {read} events");
+            assert!(
+                (read as usize) < EVENTS,
+                "the restarted run read {read} events: it restored no offsets"
+            );
+        }
         let http = sample_http(port, &["c0000000", "c0000001", "c0000017", "c0000300"]);
         terminate(child);
         let dump = check_outputs(&w, &brokers, &pipeline, &n, head, tag, &http);
