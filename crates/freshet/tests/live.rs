@@ -29,8 +29,8 @@ use rdkafka::message::Message;
 use serde_json::{json, Value};
 
 use common::services::{
-    self, durable_tansu, free_port, health, metrics, reader_from_beginning, run_ok, services,
-    spawn_tansu, topic_message, unique, TopicMessage,
+    self, degraded_while_the_broker_is_down, durable_tansu, free_port, health, metrics,
+    reader_from_beginning, run_ok, services, spawn_tansu, topic_message, unique, TopicMessage,
 };
 use common::FRESHET;
 
@@ -176,6 +176,17 @@ dead_letter_topic = "{request_dead}"
     let path = dir.join(format!("{tag}.toml"));
     std::fs::write(&path, text).expect("write pipeline");
     path
+}
+
+/// The answer of `POST /v1/models/fraud/predict` for one entity.
+fn predict_over_http(port: u16) -> Value {
+    ureq::post(&format!("http://127.0.0.1:{port}/v1/models/fraud/predict"))
+        .header("content-type", "application/json")
+        .send(r#"{"entity":"c0000001","fields":{"amount":10.0,"country":"NG"}}"#)
+        .expect("http predict")
+        .into_body()
+        .read_json()
+        .expect("json")
 }
 
 /// A running `freshet run`, killed if the test fails before it is terminated.
@@ -487,13 +498,7 @@ fn kafka_requests_are_answered_while_the_model_learns_from_a_label_topic() {
     }
 
     // the same prediction over HTTP names an existing version
-    let http: Value = ureq::post(&format!("http://127.0.0.1:{port}/v1/models/fraud/predict"))
-        .header("content-type", "application/json")
-        .send(r#"{"entity":"c0000001","fields":{"amount":10.0,"country":"NG"}}"#)
-        .expect("http predict")
-        .into_body()
-        .read_json()
-        .expect("json");
+    let http: Value = predict_over_http(port);
     assert!(http["predictions"][0]["score"].as_f64().is_some(), "{http}");
 
     // malformed requests in the dead-letter topic, with their reasons
@@ -640,13 +645,7 @@ fn kafka_requests_are_answered_while_the_model_learns_from_a_label_topic() {
     );
     // the pin survived the restart, and the pinned version answers
     assert_eq!(traffic(&[])["policy"], json!({ "pin": pinned }));
-    let http: Value = ureq::post(&format!("http://127.0.0.1:{port}/v1/models/fraud/predict"))
-        .header("content-type", "application/json")
-        .send(r#"{"entity":"c0000001","fields":{"amount":10.0,"country":"NG"}}"#)
-        .expect("http predict")
-        .into_body()
-        .read_json()
-        .expect("json");
+    let http: Value = predict_over_http(port);
     assert_eq!(http["predictions"][0]["version"], pinned, "{http}");
     terminate(child);
 }
@@ -1106,23 +1105,8 @@ fn kafka_serving_survives_a_broker_restart() {
         read < (BEFORE + BURST) as f64,
         "the whole burst was read before the kill: make it longer"
     );
-    let mut degraded = false;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !degraded && Instant::now() < deadline {
-        degraded = health(port) == Some(503);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        degraded,
-        "/healthz never reported degraded while the broker was down"
-    );
     // freshet waits (it neither exits nor gives answers up) while the broker is away
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(
-        matches!(child.try_wait(), Ok(None)),
-        "freshet run exited while the broker was down"
-    );
-    assert_eq!(health(port), Some(503), "still degraded while down");
+    degraded_while_the_broker_is_down(&mut child, port, Duration::from_secs(3));
     broker = Broker(spawn_tansu(&tansu, &broker_dir, kafka_port));
 
     // after the restart

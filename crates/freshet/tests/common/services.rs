@@ -219,6 +219,28 @@ pub fn health(port: u16) -> Option<u16> {
     }
 }
 
+/// Checks a `freshet run` on `port` through a broker outage that has just begun: `/healthz` turns
+/// 503 within 20 s, and `hold` later the process is still running and still degraded (it waits
+/// for the broker instead of exiting or going on).
+pub fn degraded_while_the_broker_is_down(child: &mut Child, port: u16, hold: Duration) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut degraded = false;
+    while !degraded && Instant::now() < deadline {
+        degraded = health(port) == Some(503);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        degraded,
+        "/healthz never reported degraded while the broker was down"
+    );
+    std::thread::sleep(hold);
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "freshet run exited while the broker was down"
+    );
+    assert_eq!(health(port), Some(503), "still degraded while down");
+}
+
 /// The samples of a `freshet` HTTP API's `/metrics` by series (name and labels), or `None` when
 /// it does not answer.
 pub fn metrics(port: u16) -> Option<HashMap<String, f64>> {
