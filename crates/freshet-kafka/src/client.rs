@@ -128,10 +128,6 @@ pub(crate) fn is_transient_code(code: RDKafkaErrorCode) -> bool {
     )
 }
 
-/// How long a consumer's fetch may wait on the broker for records: the bound it adds to an
-/// event's produce-to-visible time when the partition was idle.
-pub const FETCH_WAIT_MAX_MS: u64 = 10;
-
 /// Settings every client gets: the brokers and bounded connection set-up.
 pub fn base_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -159,10 +155,7 @@ pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
-        .set("max.poll.interval.ms", SESSION_TIMEOUT_MS.to_string())
-        // librdkafka's default (500 ms) is how long a fetch may wait on the broker for data; a
-        // broker that holds fetches that long (tansu does) adds it to every event's freshness.
-        .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS.to_string());
+        .set("max.poll.interval.ms", SESSION_TIMEOUT_MS.to_string());
     config
 }
 
