@@ -547,7 +547,7 @@ fn source_operator<'a>(
                         );
                         match result {
                             Ok(ReadState::More) => idle = false,
-                            Ok(ReadState::Idle) => {}
+                            Ok(ReadState::Idle | ReadState::Unreachable) => {}
                             Ok(ReadState::End) => idle = false,
                             Err(e) => {
                                 part.done = true;

@@ -26,6 +26,9 @@ pub enum ReadState {
     Idle,
     /// The partition is exhausted (end of a file, end of a bounded generator).
     End,
+    /// Nothing was read because the source could not be reached (a broker outage): records may
+    /// be waiting. Unlike silence, this does not count towards the partition's idle timeout.
+    Unreachable,
 }
 
 /// Reads raw records of one partition, in order.
@@ -218,7 +221,7 @@ pub(crate) fn poll_partition(
             },
         }
     }
-    if any {
+    if any || state == ReadState::Unreachable {
         part.last_event = Instant::now();
     }
     if state == ReadState::End {
@@ -252,6 +255,12 @@ impl Partition {
     /// The partition's clock: max event time accepted so far.
     pub(crate) fn clock(&self) -> Option<u64> {
         self.clock
+    }
+
+    /// Restarts the partition's idle timer, as if it had just delivered an event.
+    #[cfg(test)]
+    fn not_idle_now(&mut self) {
+        self.last_event = Instant::now();
     }
 
     /// Sets the clock a checkpoint recorded for this partition.
@@ -303,5 +312,77 @@ impl PartitionReader for BytesReader {
             }
         }
         Ok(ReadState::More)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use freshet_core::spec::PipelineSpec;
+
+    use super::*;
+
+    /// Hands out its scripted answers, one per read.
+    struct Scripted(VecDeque<(ReadState, Vec<String>)>);
+
+    impl PartitionReader for Scripted {
+        fn read(
+            &mut self,
+            _max_records: usize,
+            record: &mut dyn FnMut(u64, &[u8]),
+        ) -> io::Result<ReadState> {
+            let (state, lines) = self.0.pop_front().unwrap_or((ReadState::Idle, Vec::new()));
+            for (offset, line) in lines.iter().enumerate() {
+                record(offset as u64, line.as_bytes());
+            }
+            Ok(state)
+        }
+
+        fn position(&self) -> Option<u64> {
+            None
+        }
+    }
+
+    fn event(ts: u64) -> String {
+        format!(r#"{{"k":"a","ts":{ts}}}"#)
+    }
+
+    /// A partition whose brokers are unreachable keeps holding the head back however long the
+    /// outage lasts; a silent one stops holding it after the idle timeout.
+    #[test]
+    fn an_unreachable_partition_is_not_idle() {
+        let spec = PipelineSpec::from_toml(
+            "[[source]]\nname = \"s\"\nentity = \"k\"\nevent_time = \"ts\"\nidle_timeout = \"50ms\"\n",
+            Path::new("p.toml"),
+        )
+        .expect("pipeline");
+        let plan = crate::plan::compile(&spec).remove(0);
+        let script = |second: ReadState| {
+            Box::new(Scripted(VecDeque::from([
+                (ReadState::More, vec![event(1_000)]),
+                (second, Vec::new()),
+                (second, Vec::new()),
+            ])))
+        };
+        for (second, held) in [(ReadState::Unreachable, true), (ReadState::Idle, false)] {
+            let mut parts = vec![
+                Partition::new(0, Box::new(Scripted(VecDeque::new()))),
+                Partition::new(1, script(second)),
+            ];
+            parts[0].restore_clock(Some(9_000));
+            poll_partition(&plan, &mut parts[1], 10, 1, &mut |_| {}).expect("read");
+            assert_eq!(head(&plan, &parts), Some(1_000));
+            for _ in 0..2 {
+                std::thread::sleep(Duration::from_millis(40));
+                poll_partition(&plan, &mut parts[1], 10, 1, &mut |_| {}).expect("read");
+                // partition 0 keeps delivering
+                parts[0].not_idle_now();
+            }
+            let expected = if held { Some(1_000) } else { Some(9_000) };
+            assert_eq!(head(&plan, &parts), expected, "{second:?}");
+        }
     }
 }

@@ -155,9 +155,19 @@ pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
-        .set("max.poll.interval.ms", SESSION_TIMEOUT_MS.to_string());
+        .set("max.poll.interval.ms", SESSION_TIMEOUT_MS.to_string())
+        // Reconnection attempts at least every second (librdkafka's default backs off to 10 s):
+        // a partition reader reports the failed attempts as an outage, not idleness, and catches
+        // up within a second of the brokers' return.
+        .set(
+            "reconnect.backoff.max.ms",
+            RECONNECT_BACKOFF_MAX_MS.to_string(),
+        );
     config
 }
+
+/// The longest wait between a consumer's reconnection attempts while the brokers are away.
+pub const RECONNECT_BACKOFF_MAX_MS: u64 = 1_000;
 
 /// Producer settings: acknowledged by all in-sync replicas, bounded delivery time.
 pub fn producer_config(brokers: &str) -> ClientConfig {

@@ -384,6 +384,7 @@ impl PartitionReader for KafkaPartitionReader {
         }
         // records polled (handed out or dropped) and records handed out
         let (mut polled, mut read) = (0, 0);
+        let mut unreachable = false;
         while polled < max_records {
             // Never block a timely worker: the dataflow backs off itself on `Idle`.
             match self.consumer.poll(Duration::ZERO) {
@@ -444,15 +445,16 @@ impl PartitionReader for KafkaPartitionReader {
                 Some(Err(error)) => {
                     // librdkafka reconnects and refetches by itself; a transient error is noted.
                     tracing::warn!(topic = %self.topic, partition = self.partition, %error, "kafka consume error");
+                    unreachable = true;
                     break;
                 }
             }
         }
         self.report_lag();
-        Ok(if read == 0 && polled == 0 {
-            ReadState::Idle
-        } else {
-            ReadState::More
+        Ok(match (read == 0 && polled == 0, unreachable) {
+            (true, true) => ReadState::Unreachable,
+            (true, false) => ReadState::Idle,
+            (false, _) => ReadState::More,
         })
     }
 
