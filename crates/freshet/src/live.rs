@@ -37,7 +37,6 @@ const LEARNER_CHECKPOINT_WAIT: Duration = Duration::from_secs(120);
 pub struct LiveModels {
     runner: Arc<ModelRunner>,
     served: Arc<ServedRows>,
-    dir: PathBuf,
     state_dir: PathBuf,
     count: usize,
 }
@@ -87,7 +86,6 @@ impl LiveModels {
         Ok(Self {
             runner,
             served,
-            dir,
             state_dir: state_dir.to_owned(),
             count: spec.models.len(),
         })
@@ -137,7 +135,9 @@ impl LiveModels {
     /// Waits for the learners (the dataflow has ended their input) and their final checkpoints;
     /// writes `models.jsonl` beside them.
     pub fn finish(&self) -> anyhow::Result<()> {
-        let reports = self.runner.finish(&self.dir.join("models.jsonl"))?;
+        let reports = self
+            .runner
+            .finish(&self.state_dir.join("models").join("models.jsonl"))?;
         for r in reports {
             tracing::info!(
                 model = %r.summary.model,

@@ -90,11 +90,7 @@ impl RegistryScorer {
             .filter_map(|m| {
                 let m = m.get_ref();
                 let registry = registries.get(&m.name)?;
-                // The learner's resolved inputs (globs expanded) are the truth; the spec's
-                // list stands in before the first publication.
-                let names: Vec<String> = registry
-                    .current()
-                    .map_or_else(|| m.features.clone(), |p| p.inputs.to_vec());
+                let names = resolved_inputs(m, registry);
                 let description =
                     describe(&m.name, m.kind, m.outputs(), &names, |v| views.contains(&v));
                 Some((description, registry.clone()))
@@ -110,6 +106,17 @@ impl RegistryScorer {
             .find(|(d, _)| d.name == model)
             .map(|(_, r)| r)
     }
+}
+
+/// A model's input names: the learner's resolved inputs (globs expanded) are the truth; the
+/// spec's list stands in before the first publication.
+pub fn resolved_inputs(
+    model: &freshet_core::model::ModelSpec,
+    registry: &ModelRegistry,
+) -> Vec<String> {
+    registry
+        .current()
+        .map_or_else(|| model.features.clone(), |p| p.inputs.to_vec())
 }
 
 /// A model's description from its input names; `is_view` tells feature views from sources.

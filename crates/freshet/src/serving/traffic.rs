@@ -172,9 +172,7 @@ pub fn serving_starts(
         let Some(registry) = registries.get(&m.name) else {
             continue;
         };
-        let inputs: Vec<String> = registry
-            .current()
-            .map_or_else(|| m.features.clone(), |p| p.inputs.to_vec());
+        let inputs = super::resolved_inputs(m, registry);
         let context = |what: &str| format!("model `{}`, [model.serving] {what}", m.name);
         let mut versions: Vec<Arc<dyn ModelVersion>> = Vec::new();
         for path in &m.serving.versions {
