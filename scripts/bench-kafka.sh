@@ -360,10 +360,10 @@ EOF
   stop_pid "$LPID"
 
   # redis-benchmark on the same Redis: the commands under the lookups, and the peers' limits
-  key=$(redis-cli -p "$RPORT" --scan --pattern "$LAST_TAG:{card}:v1:*" 2>/dev/null | sed -n 1p || true)
+  mapfile -t keys100 < <(redis-cli -p "$RPORT" --scan --pattern "$LAST_TAG:{card}:v2:*" 2>/dev/null | sed -n 1,100p || true)
+  key=${keys100[0]:-}
   if [ -n "$key" ]; then
-    mapfile -t fields < <(redis-cli -p "$RPORT" hkeys "$key")
-    size=$(redis-cli -p "$RPORT" --raw hgetall "$key" | tr -d '\n' | wc -c)
+    size=$(redis-cli -p "$RPORT" strlen "$key")
     redis-benchmark -p "$RPORT" -q -n 100000 -r 100000 -d "$size" -t set >/dev/null
     K10=(); for _ in $(seq 10); do K10+=("key:__rand_int__"); done
     for i in $(seq 1 "$REPEAT"); do
@@ -382,12 +382,12 @@ print(json.dumps({"rps": float(r["rps"]), "p50_ms": float(r["p50_latency_ms"]), 
         record lookups "redis-$name" "$c" "$i" 0 "$out"
       }
       rb get-c1 1 1 -t get
-      rb hmget-c1 1 1 HMGET "$key" "${fields[@]}"
-      rb hmget-p100-c1 1 100 HMGET "$key" "${fields[@]}"
+      rb vec-c1 1 1 GET "$key"
+      rb mget100-c1 1 1 MGET "${keys100[@]}"
       rb get-c32 32 1 -t get
       rb mget10-c50 50 1 MGET "${K10[@]}"
     done
-    note lookups redis "freshet vector key ${key}: ${#fields[@]} hash fields, ${size} bytes of names and values; GET values of ${size} bytes"
+    note lookups redis "freshet vector key ${key}: ${size} bytes; GET values of ${size} bytes; MGET of ${#keys100[@]} freshet vector keys"
   else
     note lookups redis "not measured: no freshet vector in Redis"
   fi
@@ -452,8 +452,11 @@ t0 = time.perf_counter()
 behind = sent - read()
 while read() < sent and time.perf_counter() - t0 < 120:
     time.sleep(0.1)
+late = sum(float(l.split()[-1]) for l in urllib.request.urlopen(
+    f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode().splitlines()
+    if l.split(" ")[0] == "freshet_pipeline_late_total")
 print(json.dumps({"behind_at_end": int(behind), "drain_s": round(time.perf_counter() - t0, 2),
-                  "drained": read() >= sent}))
+                  "drained": read() >= sent, "late": int(late)}))
 EOF
       record freshness freshet-freshness-drain "$fw" "$i" 0 "$out.drain"
       log "  $(cat "$out.drain")"

@@ -163,6 +163,13 @@ def main(path, events):
             f"| {num(a('p99_ms'))} ms | {num(a('p999_ms'))} ms | {num(max(g['ack_to_visible']['max_ms'] for g in good))} ms "
             f"| {num(s('p50_ms'))} ms | {num(s('p99_ms'))} ms "
             f"| {rate(med([g['background_rate'] for g in good]))} ({rate(good[0]['background_rate_target'])}) |")
+        seen = [g for g in good if g.get("ack_to_consumed", {}).get("n")]
+        if seen:
+            c = lambda k: med([g["ack_to_consumed"][k] for g in seen])  # noqa: E731
+            out(f"| broker alone: a plain consumer, fetch wait {seen[0]['observer_fetch_wait_ms']} ms "
+                f"(ack->consumed) | {len(seen)} runs | {sum(g['ack_to_consumed']['n'] for g in seen)} "
+                f"| {num(c('p50_ms'))} ms | {num(c('p90_ms'))} ms | {num(c('p99_ms'))} ms "
+                f"| {num(c('p999_ms'))} ms | {num(max(g['ack_to_consumed']['max_ms'] for g in seen))} ms | - | - | - |")
         out("")
         worst = max(g["ack_to_visible"]["p99_ms"] for g in good)
         out(f"- p99 < 50 ms: median p99 {num(a('p99_ms'))} ms ({verdict(a('p99_ms'), TARGETS['fresh_p99_ms'], False)}), "
@@ -175,6 +182,9 @@ def main(path, events):
             out("- kept up with the background rate: records still unread when the probes ended, per run: "
                 + ", ".join(f"{d['behind_at_end']:,} (read {d['drain_s']} s later)" if d["drained"]
                             else f"{d['behind_at_end']:,} (not read within {d['drain_s']} s)" for d in drains))
+            if all("late" in d for d in drains):
+                out("- late events (dead-lettered) during the probes, per run: "
+                    + ", ".join(f"{d['late']:,}" for d in drains))
     else:
         out("not measured" + (f" (runs failed: {len(res)})" if res else ""))
     out("")
@@ -199,8 +209,8 @@ def main(path, events):
             out(f"| freshet (wrk -t1) | {label} | {c} | {rate(row['rps'])} | {num(row['p50'], 3)} "
                 f"| {num(row['p99'], 3)} | {num(row['p999'], 3)} | {runs_label(runs, case, c)} | {errs} |")
     redis_cases = [("redis-get-c1", 1, "GET (value of a vector's size)"),
-                   ("redis-hmget-c1", 1, "HMGET of one freshet vector"),
-                   ("redis-hmget-p100-c1", 1, "100 HMGETs pipelined (req/s = batches/s)"),
+                   ("redis-vec-c1", 1, "GET of one freshet vector"),
+                   ("redis-mget100-c1", 1, "MGET of 100 freshet vectors"),
                    ("redis-get-c32", 32, "GET"), ("redis-mget10-c50", 50, "MGET of 10 keys")]
     for case, c, label in redis_cases:
         if (case, c) not in runs:

@@ -28,6 +28,8 @@ pub const DEFAULT_IDLE_TIMEOUT: HumanDuration = HumanDuration::from_secs(5);
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Consumer group used when `[kafka]` does not set one.
 pub const DEFAULT_GROUP_ID: &str = "freshet";
+/// Default `[kafka] fetch_wait`: how long a source consumer's fetch may wait on the broker.
+pub const DEFAULT_FETCH_WAIT: HumanDuration = HumanDuration::from_millis(20);
 
 /// A whole pipeline file.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +70,16 @@ pub struct KafkaSpec {
     /// Consumer group id shared by every freshet process of this pipeline.
     #[serde(default = "default_group_id")]
     pub group_id: String,
+    /// The longest a source consumer's fetch waits on the broker when the partition has no new
+    /// records (librdkafka's `fetch.wait.max.ms`). A broker may hold every fetch this long, not
+    /// only empty ones (tansu does), so it bounds what reading adds to an event's freshness;
+    /// shorter means more fetch requests while a partition is quiet.
+    #[serde(default = "default_fetch_wait")]
+    pub fetch_wait: HumanDuration,
+}
+
+const fn default_fetch_wait() -> HumanDuration {
+    DEFAULT_FETCH_WAIT
 }
 
 fn default_group_id() -> String {

@@ -50,6 +50,9 @@ use crate::window::{ClosedWindow, ViewState};
 
 /// Records read per partition per source activation.
 pub const READ_BATCH_RECORDS: usize = 4096;
+/// At most this many keys that only time changed (a window closing over every key) are written
+/// per activation of a view; keys changed by events are written at every flush, ahead of them.
+const TIME_WRITES_PER_ACTIVATION: usize = 512;
 /// How often, at most, changed feature vectors are written to the store (wall time).
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Attempts at a store write that fails with a retryable error before giving up.
@@ -700,7 +703,7 @@ fn window_operator<'a>(
                                     // every source worker has cut: flush, then snapshot; at
                                     // a stop every vector is written as of the final head
                                     let all = live.as_ref().is_some_and(|l| l.control.stopping());
-                                    state.flush(all, &mut writes);
+                                    state.flush(all, usize::MAX, &mut writes);
                                     emit(
                                         &outputs,
                                         &name,
@@ -759,9 +762,17 @@ fn window_operator<'a>(
                         Some(_) => false,
                     };
                     let due = last_flush.elapsed() >= outputs.flush_interval;
-                    if flush_all || due {
-                        state.flush(flush_all, &mut writes);
-                        last_flush = Instant::now();
+                    // a backlog of keys that only time changed is written a slice per
+                    // activation, so the input (and its fresh keys) is read in between
+                    let backlog = state.has_backlog();
+                    if flush_all || due || backlog {
+                        state.flush(flush_all, TIME_WRITES_PER_ACTIVATION, &mut writes);
+                        if flush_all || due {
+                            last_flush = Instant::now();
+                        }
+                    }
+                    if state.has_backlog() {
+                        activator.activate();
                     } else if state.has_dirty() {
                         activator.activate_after(outputs.flush_interval);
                     }

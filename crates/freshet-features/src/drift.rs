@@ -1918,7 +1918,7 @@ fn view_tap<'a>(
                             if let Some(s) = cont.as_mut() {
                                 // no hopping group in this state: nothing closes here
                                 s.advance(instant, instant, &mut no_closed, &mut writes);
-                                s.flush(false, &mut writes);
+                                s.flush(false, usize::MAX, &mut writes);
                                 for write in writes.drain(..) {
                                     if let StoreWrite::Upsert { vector, .. } = write {
                                         let values = continuous_positions

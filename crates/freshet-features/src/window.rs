@@ -173,7 +173,14 @@ pub(crate) struct ViewState {
     keys: Vec<Option<KeyState>>,
     index: HashMap<Arc<str>, u32>,
     free: Vec<u32>,
+    /// Keys to write because time moved (windows retracted, closed, ttl), oldest first: written
+    /// [`ViewState::flush`]'s `limit` at a time, so that a window closing over every key does
+    /// not hold back the writes of fresh events.
     dirty: Vec<u32>,
+    /// Keys to write because an event changed them: written whole at every flush.
+    fresh: Vec<u32>,
+    /// Per slot: whether the key is in `fresh` (not checkpointed: rebuilt empty).
+    in_fresh: Vec<bool>,
     /// Per continuous group: (due head, key) entries.
     due: Vec<BinaryHeap<Reverse<(u64, u32)>>>,
     /// Per hopping group: window end -> keys to evaluate when it closes.
@@ -205,6 +212,8 @@ impl ViewState {
             index: HashMap::new(),
             free: Vec::new(),
             dirty: Vec::new(),
+            fresh: Vec::new(),
+            in_fresh: Vec::new(),
             head: None,
             arrivals: 0,
             next_sweep: 0,
@@ -255,6 +264,24 @@ impl ViewState {
         slot
     }
 
+    /// Marks a key changed by an event: written at the next flush, ahead of the keys that time
+    /// changed.
+    fn mark_fresh(&mut self, slot: u32) {
+        let Some(Some(k)) = self.keys.get_mut(slot as usize) else {
+            return;
+        };
+        k.dirty = true;
+        let i = slot as usize;
+        if self.in_fresh.len() <= i {
+            self.in_fresh.resize(i + 1, false);
+        }
+        if !self.in_fresh[i] {
+            self.in_fresh[i] = true;
+            self.fresh.push(slot);
+        }
+    }
+
+    /// Marks a key changed by time (a window retracted or closed, the ttl).
     fn mark_dirty(&mut self, slot: u32) {
         if let Some(Some(k)) = self.keys.get_mut(slot as usize) {
             if !k.dirty {
@@ -327,7 +354,7 @@ impl ViewState {
                 acc.insert(Val::of(&event.values[group.fields[*field]]));
             }
         }
-        self.mark_dirty(slot);
+        self.mark_fresh(slot);
     }
 
     /// Moves the head to `h` and the watermark to `w`: retracts and activates continuous-window
@@ -501,30 +528,49 @@ impl ViewState {
         FeatureVector { as_of_ms, values }
     }
 
-    /// Writes every changed key (or, with `all`, every key) as of the current head.
-    pub(crate) fn flush(&mut self, all: bool, writes: &mut Vec<StoreWrite>) {
+    /// Writes the changed keys as of the current head (with `all`, every key): every key an
+    /// event changed, and at most `limit` of those only time changed, oldest first.
+    pub(crate) fn flush(&mut self, all: bool, limit: usize, writes: &mut Vec<StoreWrite>) {
         let Some(h) = self.head else { return };
         let slots: Vec<u32> = if all {
             self.dirty.clear();
+            self.fresh.clear();
+            self.in_fresh.clear();
             (0..self.keys.len() as u32).collect()
         } else {
-            std::mem::take(&mut self.dirty)
+            let mut slots = std::mem::take(&mut self.fresh);
+            for slot in &slots {
+                if let Some(flag) = self.in_fresh.get_mut(*slot as usize) {
+                    *flag = false;
+                }
+            }
+            let n = limit.min(self.dirty.len());
+            slots.extend(self.dirty.drain(..n));
+            slots
         };
         for slot in slots {
             let Some(Some(key)) = self.keys.get(slot as usize) else {
                 continue;
             };
-            if key.expired {
+            // written already (a key can wait in both lists), or removed by the ttl
+            if !key.dirty && !all {
                 continue;
             }
-            writes.push(StoreWrite::Upsert {
-                entity: key.entity.to_string(),
-                vector: self.vector(key, h),
-            });
+            if !key.expired {
+                writes.push(StoreWrite::Upsert {
+                    entity: key.entity.to_string(),
+                    vector: self.vector(key, h),
+                });
+            }
             if let Some(Some(key)) = self.keys.get_mut(slot as usize) {
                 key.dirty = false;
             }
         }
+    }
+
+    /// Whether keys that only time changed are still waiting to be written.
+    pub(crate) fn has_backlog(&self) -> bool {
+        !self.dirty.is_empty()
     }
 }
 
@@ -556,10 +602,12 @@ type SnapshotOwned = (
 impl ViewState {
     /// Encodes the state (not the plan) for a checkpoint.
     pub(crate) fn snapshot(&self) -> Result<Vec<u8>, postcard::Error> {
+        // one list of the keys still to write (a restore writes them all alike)
+        let dirty: Vec<u32> = self.fresh.iter().chain(&self.dirty).copied().collect();
         let data: SnapshotRef<'_> = (
             &self.keys,
             &self.free,
-            &self.dirty,
+            &dirty,
             &self.due,
             &self.closing,
             &self.closed_end,
@@ -673,7 +721,7 @@ impl ViewState {
 
     /// Whether some key changed since the last flush.
     pub(crate) fn has_dirty(&self) -> bool {
-        !self.dirty.is_empty()
+        !self.dirty.is_empty() || !self.fresh.is_empty()
     }
 
     /// The current head, if any.

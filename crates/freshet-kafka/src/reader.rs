@@ -249,6 +249,23 @@ impl KafkaPartitionReader {
         dead_letters: Arc<dyn DeadLetterSink>,
         stop: StopFlag,
     ) -> Result<Self, Error> {
+        Self::open_with(
+            consumer_config(brokers, group_id),
+            target,
+            start,
+            dead_letters,
+            stop,
+        )
+    }
+
+    /// [`KafkaPartitionReader::open_at`] with a consumer of `config` (brokers and group set).
+    fn open_with(
+        config: rdkafka::ClientConfig,
+        target: &Target<'_>,
+        start: StartAt,
+        dead_letters: Arc<dyn DeadLetterSink>,
+        stop: StopFlag,
+    ) -> Result<Self, Error> {
         let Target {
             topic,
             partition,
@@ -258,9 +275,7 @@ impl KafkaPartitionReader {
         let partition = i32::try_from(partition).map_err(|_| {
             Error::client(context(), KafkaError::Seek("partition out of range".into()))
         })?;
-        let consumer: BaseConsumer = consumer_config(brokers, group_id)
-            .create()
-            .map_err(|e| Error::client(context(), e))?;
+        let consumer: BaseConsumer = config.create().map_err(|e| Error::client(context(), e))?;
         let (gate, offset) = match start {
             // `Stored`: the group's committed offset; `auto.offset.reset=earliest` when none.
             StartAt::Committed => (StartGate::open(), Offset::Stored),
@@ -473,6 +488,9 @@ pub struct InputOptions {
     pub from_beginning: bool,
     /// Where readers report consumer lag.
     pub metrics: Option<Arc<PipelineMetrics>>,
+    /// How long a fetch may wait on the broker for records (`fetch.wait.max.ms`); `None`:
+    /// librdkafka's default.
+    pub fetch_wait: Option<Duration>,
 }
 
 impl InputOptions {
@@ -624,9 +642,12 @@ pub fn kafka_inputs(
                     partition,
                     source: &source_name,
                 };
-                let reader = KafkaPartitionReader::open_at(
-                    &brokers,
-                    &group_id,
+                let mut config = consumer_config(&brokers, &group_id);
+                if let Some(wait) = options.fetch_wait {
+                    config.set("fetch.wait.max.ms", wait.as_millis().to_string());
+                }
+                let reader = KafkaPartitionReader::open_with(
+                    config,
                     &target,
                     options.start(&source_name, partition),
                     dead_letters.clone(),

@@ -9,17 +9,21 @@
 //! ```
 //!
 //! One thread replays `--data` (a `gen.py txn` file) as background traffic at `--rate` events/s,
-//! keyed by `card_id`, so the stream is the throughput benchmark's workload at a set rate; it loops
-//! over the file, shifting event times by the file's span on every pass so that nothing turns
-//! late. Meanwhile a probe is sent every `--probe-every-ms` to one of `--probe-entities` entities
-//! of its own (the next one without a probe in flight). A probe event carries the largest event
-//! time sent so far (never late; the head reaches it as soon as every partition has caught up)
-//! and a unique `country`. Every `--poll-us` one `POST /v1/features` asks for the entities with
+//! keyed by `card_id`, each event stamped with the wall clock at its send (`ts`): the stream of a
+//! live service, where event time runs at the speed of wall time and the allowed lateness (2 s)
+//! is 2 s of wall time. (Replaying the file's own event times, 1 ms apart, at tens of thousands
+//! of events/s ran event time 30 times faster than wall time, so 60 ms of broker jitter between
+//! partitions already made events late by the thousand.) Meanwhile a probe is sent every
+//! `--probe-every-ms` to one of `--probe-entities` entities of its own (the next one without a
+//! probe in flight), stamped with the wall clock too, with a unique `country`. Every `--poll-us`
+//! one `POST /v1/features` asks for the entities with
 //! a probe in flight; a probe is visible once the entity's `last_country` (`--feature`) shows its
 //! marker. Its ack time is when its delivery report (`acks=all`) arrives. Both producers use
 //! `client::producer_config`, as `freshet produce` does. Prints one JSON line with the
 //! ack -> visible and send -> visible latencies (ms: p50, p90, p99, p99.9, max) and the background
-//! rate achieved. Every loop is bounded: `--probe-timeout-s` per probe, `--max-s` in all.
+//! rate achieved, and `ack_to_consumed`: when a plain consumer of the topic (from its end, with
+//! `freshet run`'s fetch wait, `--fetch-wait-ms`) received each probe, the broker's share of
+//! the freshness. Every loop is bounded: `--probe-timeout-s` per probe, `--max-s` in all.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -48,6 +52,7 @@ struct Args {
     warmup: Duration,
     probe_timeout: Duration,
     max: Duration,
+    fetch_wait_ms: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -66,6 +71,7 @@ fn parse_args() -> Result<Args, String> {
         warmup: Duration::from_secs(3),
         probe_timeout: Duration::from_secs(10),
         max: Duration::from_secs(240),
+        fetch_wait_ms: freshet_core::spec::DEFAULT_FETCH_WAIT.as_ms(),
     };
     let mut args = std::env::args().skip(1);
     let num = |flag: &str, v: Option<String>| -> Result<f64, String> {
@@ -93,6 +99,7 @@ fn parse_args() -> Result<Args, String> {
                 a.probe_timeout = Duration::from_secs_f64(num(&flag, args.next())?);
             }
             "--max-s" => a.max = Duration::from_secs_f64(num(&flag, args.next())?),
+            "--fetch-wait-ms" => a.fetch_wait_ms = num(&flag, args.next())? as u64,
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -163,10 +170,9 @@ fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     Some(rest[..end].trim())
 }
 
-/// The background events: each line with its key and event time.
+/// The background events: each line with its key and its own event time (replaced on send).
 struct Replay {
     lines: Vec<(String, String, u64)>,
-    span: u64,
 }
 
 fn load(path: &str) -> Result<Replay, String> {
@@ -179,28 +185,21 @@ fn load(path: &str) -> Result<Replay, String> {
             Some((l.to_owned(), key, ts))
         })
         .collect();
-    let (lo, hi) = lines.iter().fold((u64::MAX, 0), |(lo, hi), (_, _, t)| {
-        (lo.min(*t), hi.max(*t))
-    });
     if lines.is_empty() {
         return Err(format!(
             "{path}: no events with `card_id` and an integer `ts`"
         ));
     }
-    Ok(Replay {
-        lines,
-        span: hi - lo + 1_000,
-    })
+    Ok(Replay { lines })
 }
 
-/// Background traffic at `rate` events/s until `stop`; keeps `clock` at the largest event time
-/// sent. Returns (sent, seconds).
+/// Background traffic at `rate` events/s until `stop`, each event stamped with the wall clock.
+/// Returns (sent, seconds).
 fn background(
     producer: &BaseProducer<Deliveries>,
     topic: &str,
     rate: f64,
     replay: &Replay,
-    clock: &AtomicU64,
     stop: &AtomicBool,
 ) -> (u64, f64) {
     let start = Instant::now();
@@ -210,23 +209,13 @@ fn background(
         let due = (start.elapsed().as_secs_f64() * rate) as u64;
         while sent < due {
             let (line, key, ts) = &replay.lines[(sent % n) as usize];
-            let pass = sent / n;
-            let shifted;
-            let (payload, ts) = if pass == 0 {
-                (line.as_str(), *ts)
-            } else {
-                let ts2 = ts + pass * replay.span;
-                shifted = line.replacen(&format!("\"ts\":{ts}"), &format!("\"ts\":{ts2}"), 1);
-                (shifted.as_str(), ts2)
-            };
+            let payload =
+                line.replacen(&format!("\"ts\":{ts}"), &format!("\"ts\":{}", now_ms()), 1);
             let record = BaseRecord::with_opaque_to(topic, UNTRACKED)
                 .key(key.as_str())
-                .payload(payload);
+                .payload(payload.as_str());
             match producer.send(record) {
-                Ok(()) => {
-                    sent += 1;
-                    clock.fetch_max(ts, Ordering::Relaxed);
-                }
+                Ok(()) => sent += 1,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     producer.poll(Duration::from_millis(1));
                     break;
@@ -312,22 +301,32 @@ fn run(a: &Args) -> Result<Value, String> {
     let started = Instant::now();
     let replay = Arc::new(load(&a.data)?);
     let stop = Arc::new(AtomicBool::new(false));
-    let clock = Arc::new(AtomicU64::new(0));
     let bg_producer = Arc::new(producer(&a.brokers, "5")?);
     let bg = {
-        let (producer, stop, clock, replay, topic, rate) = (
+        let (producer, stop, replay, topic, rate) = (
             bg_producer.clone(),
             stop.clone(),
-            clock.clone(),
             replay.clone(),
             a.topic.clone(),
             a.rate,
         );
-        std::thread::spawn(move || background(&producer, &topic, rate, &replay, &clock, &stop))
+        std::thread::spawn(move || background(&producer, &topic, rate, &replay, &stop))
     };
-    let result = probe_loop(a, started, &clock);
+    let arrivals = Arc::new(Mutex::new(HashMap::new()));
+    let observer = {
+        let (brokers, topic, fetch_wait_ms, stop, arrivals) = (
+            a.brokers.clone(),
+            a.topic.clone(),
+            a.fetch_wait_ms,
+            stop.clone(),
+            arrivals.clone(),
+        );
+        std::thread::spawn(move || observe(&brokers, &topic, fetch_wait_ms, &stop, &arrivals))
+    };
+    let result = probe_loop(a, started, &arrivals);
     stop.store(true, Ordering::Relaxed);
     let (bg_sent, bg_seconds) = bg.join().map_err(|_| "background thread panicked")?;
+    observer.join().map_err(|_| "observer thread panicked")??;
     let _ = bg_producer.flush(Duration::from_secs(30));
     let mut line = result?;
     let ctx = bg_producer.context();
@@ -340,7 +339,61 @@ fn run(a: &Args) -> Result<Value, String> {
     Ok(line)
 }
 
-fn probe_loop(a: &Args, started: Instant, clock: &AtomicU64) -> Result<Value, String> {
+/// When each probe (by index) reached the observer.
+type Arrivals = Mutex<HashMap<usize, Instant>>;
+
+/// A plain consumer of every partition of `topic` from its end, with the fetch wait of
+/// `freshet run`: notes when each probe arrives, the broker's share of the freshness.
+fn observe(
+    brokers: &str,
+    topic: &str,
+    fetch_wait_ms: u64,
+    stop: &AtomicBool,
+    arrivals: &Arrivals,
+) -> Result<(), String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let group = format!("freshness-observer-{}", std::process::id());
+    let consumer: BaseConsumer = freshet_kafka::client::consumer_config(brokers, &group)
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+        .create()
+        .map_err(|e| format!("observer: {e}"))?;
+    let partitions = freshet_kafka::client::partition_count(
+        consumer.client(),
+        brokers,
+        topic,
+        Duration::from_secs(10),
+    )
+    .map_err(|e| format!("observer: {e}"))?;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p as i32, rdkafka::Offset::End)
+            .map_err(|e| format!("observer: {e}"))?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| format!("observer: {e}"))?;
+    while !stop.load(Ordering::Relaxed) {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(20)) else {
+            continue;
+        };
+        let at = Instant::now();
+        use rdkafka::message::Message;
+        let Some(text) = message.payload().and_then(|p| std::str::from_utf8(p).ok()) else {
+            continue;
+        };
+        if field(text, "merchant") == Some("probe") {
+            if let Some(i) = field(text, "event_id").and_then(|v| v.parse().ok()) {
+                if let Ok(mut seen) = arrivals.lock() {
+                    seen.entry(i).or_insert(at);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn probe_loop(a: &Args, started: Instant, arrivals: &Arrivals) -> Result<Value, String> {
     let probes_producer = producer(&a.brokers, "0")?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -379,7 +432,7 @@ fn probe_loop(a: &Args, started: Instant, clock: &AtomicU64) -> Result<Value, St
                 let payload = format!(
                     r#"{{"event_id":{i},"card_id":"{}","ts":{},"amount":1.0,"merchant":"probe","country":"{marker}"}}"#,
                     entities[k],
-                    clock.load(Ordering::Relaxed)
+                    now_ms()
                 );
                 let record = BaseRecord::with_opaque_to(&a.topic, i)
                     .key(entities[k].as_str())
@@ -474,6 +527,14 @@ fn probe_loop(a: &Args, started: Instant, clock: &AtomicU64) -> Result<Value, St
     }
     let mut after_ack = Vec::new();
     let mut after_send = Vec::new();
+    let mut consumed = Vec::new();
+    if let Ok(seen) = arrivals.lock() {
+        for (i, p) in probes.iter().enumerate() {
+            if let (Some(at), Some(acked)) = (seen.get(&i), p.acked) {
+                consumed.push(at.saturating_duration_since(acked).as_secs_f64() * 1e3);
+            }
+        }
+    }
     for p in &probes {
         if let (Some(visible), Some(acked)) = (p.visible, p.acked) {
             // visible before the report arrived: 0 after the ack
@@ -495,6 +556,8 @@ fn probe_loop(a: &Args, started: Instant, clock: &AtomicU64) -> Result<Value, St
         "poll_interval_us": a.poll.as_micros() as u64,
         "ack_to_visible": summary(after_ack),
         "send_to_visible": summary(after_send),
+        "observer_fetch_wait_ms": a.fetch_wait_ms,
+        "ack_to_consumed": summary(consumed),
     }))
 }
 

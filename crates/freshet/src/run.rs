@@ -130,6 +130,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         restore: restore.clone(),
         from_beginning: true,
         metrics: Some(metrics.clone()),
+        fetch_wait: Some(Duration::from_millis(kafka.fetch_wait.as_ms())),
     };
     let inputs = kafka_inputs(
         &kafka.brokers,

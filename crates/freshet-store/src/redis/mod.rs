@@ -1,27 +1,31 @@
-//! The Redis online store: one hash per entity, view schemas in Redis, on a server or a cluster.
-//! Guarantees: a batch is one MULTI/EXEC (all of it applies or none, readers never see half of
-//! it); a lost connection is a retryable [`StoreError::Unavailable`], never a silent drop.
+//! The Redis online store: one string per entity, view schemas in Redis, on a server or a
+//! cluster. Guarantees: a batch is one MULTI/EXEC (all of it applies or none, readers never see
+//! half of it); a lookup of many entities is one MGET (one consistent read); a lost connection
+//! is a retryable [`StoreError::Unavailable`], never a silent drop.
 //!
 //! # Key layout (`P` is the key prefix, `freshet` by default)
 //!
 //! | key                         | type   | holds                                          |
 //! |-----------------------------|--------|------------------------------------------------|
-//! | `P:{view}:v1:<entity>`      | hash   | `__as_of` (epoch ms) and one field per feature |
+//! | `P:{view}:v2:<entity>`      | string | the vector: `as_of` (epoch ms) and the values  |
 //! | `P:{view}:schema`           | string | the view's schema (features in order, ttl)     |
 //! | `P:views`                   | set    | names of registered views                      |
 //!
-//! `v1` is [`LAYOUT_VERSION`], bumped when the layout or value encoding changes so that a newer
-//! freshet never misreads older keys. `{view}` is a Redis Cluster hash tag: every key of a view
-//! lands in one slot, which MULTI/EXEC across entities and a single-node SCAN both require.
+//! `v2` is [`LAYOUT_VERSION`], bumped when the layout or value encoding changes so that a newer
+//! freshet never misreads older keys (`v1` held one hash field per feature: writing 14 fields
+//! cost Redis about 8 times a `SET` of the same vector, see docs/redis.md). `{view}` is a Redis
+//! Cluster hash tag: every key of a view lands in one slot, which MULTI/EXEC and MGET across
+//! entities and a single-node SCAN all require.
 //!
 //! # Value encoding
 //!
-//! A one-byte type tag, then the payload: `n` (Null), `i<decimal i64>`, `f<f64>` (Rust's
-//! shortest round-trip form; `inf`, `-inf`, `NaN`), `b1`/`b0`, `s<utf-8 bytes>`.
+//! A JSON object, `{"as_of":<epoch ms>,"values":[...]}`, values in the schema's feature order,
+//! each a string: a one-byte type tag, then the payload: `n` (Null), `i<decimal i64>`, `f<f64>`
+//! (Rust's shortest round-trip form; `inf`, `-inf`, `NaN`), `b1`/`b0`, `s<text>`.
 //!
 //! # TTL
 //!
-//! A view's `ttl_ms` becomes a PEXPIRE on each written key, reset by every write: Redis drops an
+//! A view's `ttl_ms` becomes the `PX` of each key's `SET`, reset by every write: Redis drops an
 //! entity that stopped receiving events after the TTL in wall time. The dataflow also deletes
 //! entities whose latest event is older than the TTL in event time, so replays agree.
 //!
@@ -45,11 +49,16 @@ use redis::{Cmd, ConnectionLike, ErrorKind, FromRedisValue, Pipeline, RedisError
 use config::Topology;
 pub use config::{ConfigError, RedisConfig};
 
-/// Version of the key layout and value encoding, the `v1` in `P:{view}:v1:<entity>`.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Version of the key layout and value encoding, the `v2` in `P:{view}:v2:<entity>`.
+pub const LAYOUT_VERSION: u32 = 2;
 
-/// Hash field holding the vector's `as_of_ms`. Feature names starting with `__` are reserved.
-pub const AS_OF_FIELD: &str = "__as_of";
+/// A vector as stored: `{"as_of":..,"values":[..]}`, each value in the tagged text encoding.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredVector<'a> {
+    as_of: u64,
+    #[serde(borrow)]
+    values: Vec<std::borrow::Cow<'a, str>>,
+}
 
 /// Idle connections kept for reuse; more concurrent callers open more and close the extra.
 const MAX_IDLE_CONNECTIONS: usize = 16;
@@ -229,7 +238,7 @@ impl RedisStore {
         Ok(schema)
     }
 
-    /// HMGET of `__as_of` and every feature of each entity, in one MULTI/EXEC.
+    /// One MGET of every entity's key: one round trip and one consistent read.
     fn read_entities(
         &self,
         schema: &ViewSchema,
@@ -239,15 +248,11 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let prefix = self.entity_prefix(&schema.name);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let mut cmd = redis::cmd("MGET");
         for entity in entities {
-            pipe.cmd("HMGET")
-                .arg(format!("{prefix}{entity}"))
-                .arg(AS_OF_FIELD)
-                .arg(&schema.features);
+            cmd.arg(format!("{prefix}{entity}"));
         }
-        let rows: Vec<Vec<Option<Vec<u8>>>> = self.with_conn(|conn| conn.exec_atomic(&pipe))?;
+        let rows: Vec<Option<Vec<u8>>> = self.with_conn(|conn| conn.query(&cmd))?;
         if rows.len() != entities.len() {
             return Err(StoreError::Fatal(format!(
                 "redis `{}`: asked for {} entities, got {} replies",
@@ -258,7 +263,10 @@ impl RedisStore {
         }
         rows.into_iter()
             .zip(entities)
-            .map(|(row, entity)| decode_vector(schema, entity, row))
+            .map(|(row, entity)| match row {
+                None => Ok(None),
+                Some(raw) => decode_vector(schema, entity, &raw).map(Some),
+            })
             .collect()
     }
 
@@ -403,10 +411,8 @@ impl OnlineStore for RedisStore {
         names
     }
 
-    /// Checks every vector against the schema, then sends the batch as one MULTI/EXEC: HSET of
-    /// `__as_of` and every feature plus PEXPIRE (when the view has a TTL) per upsert, DEL per
-    /// delete, in batch order. The hash has exactly the schema's fields, so HSET replaces the
-    /// whole vector.
+    /// Checks every vector against the schema, then sends the batch as one MULTI/EXEC: a `SET`
+    /// (with `PX` when the view has a TTL) per upsert, `DEL` per delete, in batch order.
     fn write_batch(&self, view: &str, writes: Vec<StoreWrite>) -> Result<(), StoreError> {
         let schema = self.schema(view)?;
         if writes.is_empty() {
@@ -425,17 +431,12 @@ impl OnlineStore for RedisStore {
                             vector.values.len()
                         )));
                     }
-                    let key = format!("{prefix}{entity}");
-                    let hset = pipe
-                        .cmd("HSET")
-                        .arg(&key)
-                        .arg(AS_OF_FIELD)
-                        .arg(vector.as_of_ms);
-                    for (name, value) in schema.features.iter().zip(&vector.values) {
-                        hset.arg(name).arg(encode_value(value));
-                    }
+                    let set = pipe
+                        .cmd("SET")
+                        .arg(format!("{prefix}{entity}"))
+                        .arg(encode_vector(vector));
                     if let Some(ttl_ms) = schema.ttl_ms {
-                        pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms);
+                        set.arg("PX").arg(ttl_ms);
                     }
                 }
                 StoreWrite::Delete { entity } => {
@@ -452,7 +453,7 @@ impl OnlineStore for RedisStore {
         Ok(self.read_entities(&schema, &[entity])?.pop().flatten())
     }
 
-    /// One MULTI/EXEC of HMGETs, one round trip whatever the number of entities.
+    /// One MGET, one round trip whatever the number of entities.
     fn get_many(
         &self,
         view: &str,
@@ -513,7 +514,7 @@ fn is_retryable(e: &RedisError) -> bool {
 
 /// Names must keep keys unambiguous: no `{`/`}` in a view (the hash tag would end early and a
 /// view's SCAN pattern could match another's keys), no newline in a feature (the schema
-/// encoding is line based), no `__` feature prefix (reserved for `__as_of`), no duplicates.
+/// encoding is line based), no `__` feature prefix (reserved), no duplicates.
 fn validate_schema(schema: &ViewSchema) -> Result<(), StoreError> {
     let bad = |why: String| Err(StoreError::Fatal(format!("view `{}`: {why}", schema.name)));
     if schema.name.is_empty() || schema.name.contains(['{', '}', '\n']) {
@@ -572,20 +573,29 @@ fn decode_schema(view: &str, stored: &str) -> Result<ViewSchema, StoreError> {
     })
 }
 
-fn encode_value(value: &FeatureValue) -> Vec<u8> {
+fn encode_value(value: &FeatureValue) -> String {
     match value {
-        FeatureValue::Null => b"n".to_vec(),
-        FeatureValue::Int(i) => format!("i{i}").into_bytes(),
+        FeatureValue::Null => "n".to_owned(),
+        FeatureValue::Int(i) => format!("i{i}"),
         // Display of f64 is the shortest string that parses back to the same bits.
-        FeatureValue::Float(f) => format!("f{f}").into_bytes(),
-        FeatureValue::Bool(b) => if *b { b"b1" } else { b"b0" }.to_vec(),
-        FeatureValue::Str(s) => {
-            let mut out = Vec::with_capacity(s.len() + 1);
-            out.push(b's');
-            out.extend_from_slice(s.as_bytes());
-            out
-        }
+        FeatureValue::Float(f) => format!("f{f}"),
+        FeatureValue::Bool(b) => if *b { "b1" } else { "b0" }.to_owned(),
+        FeatureValue::Str(s) => format!("s{s}"),
     }
+}
+
+/// A vector as the JSON text of [`StoredVector`].
+fn encode_vector(vector: &FeatureVector) -> Vec<u8> {
+    let stored = StoredVector {
+        as_of: vector.as_of_ms,
+        values: vector
+            .values
+            .iter()
+            .map(|v| std::borrow::Cow::Owned(encode_value(v)))
+            .collect(),
+    };
+    // a struct of a number and strings always serializes
+    serde_json::to_vec(&stored).unwrap_or_default()
 }
 
 fn decode_value(raw: &[u8]) -> Option<FeatureValue> {
@@ -602,41 +612,37 @@ fn decode_value(raw: &[u8]) -> Option<FeatureValue> {
     }
 }
 
-/// One HMGET reply (`__as_of`, then the features) as a vector; a missing `__as_of` is a missing
-/// entity.
+/// One stored vector (the JSON text of [`StoredVector`]) of `schema`'s view.
 fn decode_vector(
     schema: &ViewSchema,
     entity: &str,
-    row: Vec<Option<Vec<u8>>>,
-) -> Result<Option<FeatureVector>, StoreError> {
+    raw: &[u8],
+) -> Result<FeatureVector, StoreError> {
     let corrupt = |what: &str| {
         StoreError::Fatal(format!(
             "view `{}`, entity `{entity}`: unreadable entry in redis ({what})",
             schema.name
         ))
     };
-    let mut fields = row.into_iter();
-    let Some(as_of) = fields.next().flatten() else {
-        return Ok(None);
-    };
-    let as_of_ms = std::str::from_utf8(&as_of)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| corrupt(AS_OF_FIELD))?;
+    let stored: StoredVector<'_> =
+        serde_json::from_slice(raw).map_err(|e| corrupt(&e.to_string()))?;
+    if stored.values.len() != schema.features.len() {
+        return Err(corrupt(&format!(
+            "{} values for {} features",
+            stored.values.len(),
+            schema.features.len()
+        )));
+    }
     let values = schema
         .features
         .iter()
-        .zip(fields)
-        .map(|(name, raw)| {
-            raw.as_deref()
-                .and_then(decode_value)
-                .ok_or_else(|| corrupt(name))
-        })
+        .zip(&stored.values)
+        .map(|(name, raw)| decode_value(raw.as_bytes()).ok_or_else(|| corrupt(name)))
         .collect::<Result<Vec<_>, _>>()?;
-    if values.len() != schema.features.len() {
-        return Err(corrupt("missing features"));
-    }
-    Ok(Some(FeatureVector { as_of_ms, values }))
+    Ok(FeatureVector {
+        as_of_ms: stored.as_of,
+        values,
+    })
 }
 
 /// Escapes Redis glob metacharacters so a prefix matches only itself.

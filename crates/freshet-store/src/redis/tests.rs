@@ -420,9 +420,13 @@ fn value_encoding_is_unambiguous() {
     ];
     for value in values {
         let encoded = encode_value(&value);
-        assert_eq!(decode_value(&encoded), Some(value.clone()), "{encoded:?}");
+        assert_eq!(
+            decode_value(encoded.as_bytes()),
+            Some(value.clone()),
+            "{encoded:?}"
+        );
     }
-    let nan = decode_value(&encode_value(&FeatureValue::Float(f64::NAN)));
+    let nan = decode_value(encode_value(&FeatureValue::Float(f64::NAN)).as_bytes());
     assert!(matches!(nan, Some(FeatureValue::Float(f)) if f.is_nan()));
     for corrupt in [&b""[..], b"x1", b"b2", b"i1.5", b"nx", b"f"] {
         assert_eq!(decode_value(corrupt), None, "{corrupt:?}");
