@@ -45,15 +45,45 @@ pub fn dead_letter_topic(source_topic: &str) -> String {
     format!("{source_topic}{DEAD_LETTER_SUFFIX}")
 }
 
-/// Counts deliveries and keeps the first failure.
+/// Counts deliveries and keeps the first failure; tracks the messages of each send epoch that
+/// are still waiting for their delivery report (see [`KafkaProducer::advance_epoch`]).
 #[derive(Default)]
 pub struct DeliveryTracker {
     delivered: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// The epoch new messages are sent in.
+    epoch: AtomicU64,
+    /// Per epoch: messages queued whose delivery was not reported yet (no zero entries).
+    outstanding: Mutex<BTreeMap<u64, u64>>,
 }
 
 impl DeliveryTracker {
+    fn queued(&self, epoch: u64) {
+        if let Ok(mut o) = self.outstanding.lock() {
+            *o.entry(epoch).or_insert(0) += 1;
+        }
+    }
+
+    fn reported(&self, epoch: u64) {
+        if let Ok(mut o) = self.outstanding.lock() {
+            if let Some(n) = o.get_mut(&epoch) {
+                *n -= 1;
+                if *n == 0 {
+                    o.remove(&epoch);
+                }
+            }
+        }
+    }
+
+    /// Messages of epochs up to `epoch` still waiting for their delivery report.
+    fn outstanding_through(&self, epoch: u64) -> u64 {
+        self.outstanding
+            .lock()
+            .map(|o| o.range(..=epoch).map(|(_, n)| *n).sum())
+            .unwrap_or(0)
+    }
+
     fn fail(&self, topic: &str, error: &dyn std::fmt::Display) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         tracing::error!(topic, %error, "kafka produce failed");
@@ -66,15 +96,17 @@ impl DeliveryTracker {
 impl ClientContext for DeliveryTracker {}
 
 impl ProducerContext for DeliveryTracker {
-    type DeliveryOpaque = ();
+    /// The send epoch of the message.
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, epoch: usize) {
         match result {
             Ok(_) => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
             }
             Err((error, message)) => self.fail(message.topic(), error),
         }
+        self.reported(epoch as u64);
     }
 }
 
@@ -144,7 +176,27 @@ impl KafkaProducer {
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) -> Result<(), Error> {
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(payload);
+        let tracker = self.producer.context();
+        let epoch = tracker.epoch.load(Ordering::Acquire);
+        tracker.queued(epoch);
+        let sent = self.send_in(epoch, topic, key, payload, headers);
+        if sent.is_err() {
+            tracker.reported(epoch);
+        }
+        sent
+    }
+
+    fn send_in(
+        &self,
+        epoch: u64,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), Error> {
+        let opaque = usize::try_from(epoch).unwrap_or(usize::MAX);
+        let mut record =
+            BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, opaque).payload(payload);
         if let Some(key) = key {
             record = record.key(key);
         }
@@ -193,6 +245,39 @@ impl KafkaProducer {
         }
     }
 
+    /// Starts a new send epoch and returns the one that ends: every message queued before this
+    /// call belongs to it or to an earlier one. `freshet run` calls it once a checkpoint's cut is
+    /// complete (every record the cut covers is queued), lets the dataflow read on, and waits
+    /// with [`KafkaProducer::finish_through`] for the records of the cut alone.
+    pub fn advance_epoch(&self) -> u64 {
+        self.producer.context().epoch.fetch_add(1, Ordering::AcqRel)
+    }
+
+    /// Waits up to `timeout` for the delivery of every message sent in `epoch` or before (later
+    /// ones may still be in flight), then reports the first failure, if any.
+    pub fn finish_through(&self, epoch: u64, timeout: Duration) -> Result<DeliveryStats, Error> {
+        let deadline = Instant::now() + timeout;
+        let tracker = self.producer.context();
+        loop {
+            let left = tracker.outstanding_through(epoch);
+            if left == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Produce {
+                    topic: "*".to_owned(),
+                    reason: format!(
+                        "{left} message(s) not delivered within {}s",
+                        timeout.as_secs_f64()
+                    ),
+                    retryable: true,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.failures()
+    }
+
     /// Waits up to `timeout` for every queued message, then reports the first failure, if any.
     pub fn finish(&self, timeout: Duration) -> Result<DeliveryStats, Error> {
         self.producer.flush(timeout).map_err(|e| Error::Produce {
@@ -204,6 +289,11 @@ impl KafkaProducer {
             ),
             retryable: true,
         })?;
+        self.failures()
+    }
+
+    /// The delivery counts, or the first failure when any message failed.
+    fn failures(&self) -> Result<DeliveryStats, Error> {
         let stats = self.stats();
         if stats.failed > 0 {
             let first = self

@@ -3,10 +3,11 @@
 //!
 //! Delivery: every `--checkpoint-interval` the dataflow is cut (see
 //! `freshet_features::checkpoint`); at the cut every view has written its changed vectors to the
-//! store (acknowledged) and handed its closed windows to the producer. The producer is then
-//! flushed (every changelog record and dead letter acknowledged; it never gives a message up),
-//! the checkpoint (positions, partition clocks, window state) is written atomically to
-//! `--state-dir`, and only then are the offsets committed to the consumer group. A restart loads
+//! store (acknowledged) and handed its closed windows to the producer. The sources then read on,
+//! while the cut is made durable: every changelog record and dead letter sent up to the cut is
+//! acknowledged (the producer never gives a message up; records sent after the cut are not
+//! waited for), the checkpoint (positions, partition clocks, window state) is written atomically
+//! to `--state-dir`, and only then are the offsets committed to the consumer group. A restart loads
 //! the checkpoint and reads each partition from its recorded position. SIGTERM or SIGINT takes
 //! a final checkpoint (every vector written as of the final head) and exits.
 //!
@@ -415,8 +416,9 @@ impl Coordinator<'_> {
         }
     }
 
-    /// One checkpoint: cut, wait for every part (the store may be down), flush the producer
-    /// (the broker may be down), write, commit, resume.
+    /// One checkpoint: cut, wait for every part (the store may be down), resume the sources,
+    /// wait for the delivery of the cut's changelog records and dead letters (the broker may be
+    /// down), write, commit.
     fn checkpoint(&self, broker_ok: &mut bool) -> anyhow::Result<()> {
         let started = Instant::now();
         let epoch = self.control.start();
@@ -429,8 +431,12 @@ impl Coordinator<'_> {
             }
             self.update_health(*broker_ok, started.elapsed() > Duration::from_secs(5));
         };
+        // every record the cut covers is queued: the sources read on while the cut is made
+        // durable (delivered, written, committed), and only the cut's records are waited for
+        let through = self.producer.advance_epoch();
+        self.control.resume(epoch);
         loop {
-            match self.producer.finish(TICK) {
+            match self.producer.finish_through(through, TICK) {
                 Ok(_) => break,
                 Err(e) if e.is_retryable() && self.producer.stats().failed == 0 => {
                     *broker_ok = false;
@@ -458,7 +464,6 @@ impl Coordinator<'_> {
                 *broker_ok = false;
             }
         }
-        self.control.resume(epoch);
         tracing::debug!(
             epoch,
             took_ms = started.elapsed().as_millis() as u64,
