@@ -1,7 +1,8 @@
 //! `freshet run`: the long-running service. Kafka sources, the online store, the changelog and
 //! dead-letter topics, checkpoints and the HTTP API.
 //!
-//! Delivery: every `--checkpoint-interval` the dataflow is cut (see
+//! Delivery: every `--checkpoint-interval` in which anything was read or a clock moved, the
+//! dataflow is cut (see
 //! `freshet_features::checkpoint`); at the cut every view has written its changed vectors to the
 //! store (acknowledged) and handed its closed windows to the producer. The sources then read on,
 //! while the cut is made durable: every changelog record and dead letter sent up to the cut is
@@ -55,7 +56,8 @@ pub struct RunArgs {
     /// is read from its beginning.
     #[arg(long, default_value = "freshet-state")]
     state_dir: PathBuf,
-    /// How often to checkpoint and commit offsets (`500ms`, `5s`, ...).
+    /// How often to checkpoint and commit offsets (`500ms`, `5s`, ...); an interval in which
+    /// nothing was read and no clock moved takes no checkpoint.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     checkpoint_interval: Duration,
     /// Worker threads (a checkpoint can only be restored with the same number).
@@ -387,9 +389,30 @@ struct Coordinator<'a> {
 }
 
 impl Coordinator<'_> {
-    /// Checkpoints every `interval` until `stop`, then takes the final checkpoint.
+    /// What the dataflow has read and where its clocks stand: while this stays the same, a
+    /// checkpoint would hold the same positions and state as the last one.
+    fn progress(&self) -> [i64; 5] {
+        let m = self.metrics;
+        let count = |c: &std::sync::atomic::AtomicU64| {
+            i64::try_from(PipelineMetrics::get(c)).unwrap_or(i64::MAX)
+        };
+        [
+            count(&m.events_total),
+            count(&m.late_total),
+            count(&m.rejected_total),
+            m.head_ms.load(Ordering::Relaxed),
+            m.watermark_ms.load(Ordering::Relaxed),
+        ]
+    }
+
+    /// Checkpoints every `interval` until `stop`, then takes the final checkpoint. An interval
+    /// in which nothing was read and no clock moved takes none: the last checkpoint still
+    /// holds, and an idle service does not pause its views and rewrite all window state every
+    /// interval. (The progress is read before the cut, so records read while a checkpoint is
+    /// taken count as progress for the next one.)
     fn drive(&self, stop: &AtomicBool, interval: Duration) -> anyhow::Result<()> {
         let mut next_checkpoint = Instant::now() + interval;
+        let mut checkpointed: Option<[i64; 5]> = None;
         let mut next_lag = Instant::now();
         let mut broker_ok = true;
         loop {
@@ -401,7 +424,11 @@ impl Coordinator<'_> {
                 self.control.stop();
             }
             if stopping || Instant::now() >= next_checkpoint {
-                self.checkpoint(&mut broker_ok)?;
+                let progress = self.progress();
+                if stopping || checkpointed != Some(progress) {
+                    self.checkpoint(&mut broker_ok)?;
+                    checkpointed = Some(progress);
+                }
                 next_checkpoint = Instant::now() + interval;
                 if stopping {
                     return Ok(());
