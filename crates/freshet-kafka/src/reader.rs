@@ -400,6 +400,9 @@ impl PartitionReader for KafkaPartitionReader {
         // records polled (handed out or dropped) and records handed out
         let (mut polled, mut read) = (0, 0);
         let mut unreachable = false;
+        // one clock reading per read, not per record: the gate only uses it while it proves
+        // the start (to time its refetches)
+        let now = Instant::now();
         while polled < max_records {
             // Never block a timely worker: the dataflow backs off itself on `Idle`.
             match self.consumer.poll(Duration::ZERO) {
@@ -413,7 +416,7 @@ impl PartitionReader for KafkaPartitionReader {
                     polled += 1;
                     let offset = message.offset().unsigned_abs();
                     let proving = self.gate.proving;
-                    let admitted = self.gate.admit(offset, Instant::now());
+                    let admitted = self.gate.admit(offset, now);
                     if let (Some((from, _)), None) = (proving, self.gate.proving) {
                         tracing::info!(
                             topic = %self.topic,
