@@ -99,6 +99,8 @@ pub struct ModelRunner {
     summaries: Summaries,
     joins: JoinBoard,
     registries: HashMap<String, freshet_learn::ModelRegistry>,
+    /// Rows handed to the learners so far.
+    rows: std::sync::atomic::AtomicU64,
 }
 
 /// How [`ModelRunner::start`] runs the learners.
@@ -175,7 +177,14 @@ impl ModelRunner {
             summaries,
             joins,
             registries,
+            rows: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Rows handed to the learners so far (a learner learns them in batches, and at every
+    /// checkpoint).
+    pub fn rows_handed(&self) -> u64 {
+        self.rows.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every model's registry of published versions (what serving reads), by model name.
@@ -247,6 +256,7 @@ impl ModelRunner {
 impl ModelSink for ModelRunner {
     fn row(&self, model: &str, row: ModelRow) {
         if let Some(c) = self.channels.get(model) {
+            self.rows.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             c.push(Item::Row(row), false);
         }
     }

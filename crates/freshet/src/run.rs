@@ -1,8 +1,8 @@
 //! `freshet run`: the long-running service. Kafka sources, the online store, the changelog and
 //! dead-letter topics, checkpoints and the HTTP API.
 //!
-//! Delivery: every `--checkpoint-interval` in which anything was read or a clock moved, the
-//! dataflow is cut (see
+//! Delivery: every `--checkpoint-interval` in which anything was read, a clock moved or a row
+//! reached a learner, the dataflow is cut (see
 //! `freshet_features::checkpoint`); at the cut every view has written its changed vectors to the
 //! store (acknowledged) and handed its closed windows to the producer. The sources then read on,
 //! while the cut is made durable: every changelog record and dead letter sent up to the cut is
@@ -57,7 +57,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "freshet-state")]
     state_dir: PathBuf,
     /// How often to checkpoint and commit offsets (`500ms`, `5s`, ...); an interval in which
-    /// nothing was read and no clock moved takes no checkpoint.
+    /// nothing was read, no clock moved and no row reached a learner takes no checkpoint.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     checkpoint_interval: Duration,
     /// Worker threads (a checkpoint can only be restored with the same number).
@@ -389,9 +389,10 @@ struct Coordinator<'a> {
 }
 
 impl Coordinator<'_> {
-    /// What the dataflow has read and where its clocks stand: while this stays the same, a
-    /// checkpoint would hold the same positions and state as the last one.
-    fn progress(&self) -> [i64; 5] {
+    /// What the dataflow has read, where its clocks stand and what it handed the learners
+    /// (they learn what is left of it at a checkpoint): while this stays the same, a checkpoint
+    /// would hold the same positions and state as the last one.
+    fn progress(&self) -> [i64; 6] {
         let m = self.metrics;
         let count = |c: &std::sync::atomic::AtomicU64| {
             i64::try_from(PipelineMetrics::get(c)).unwrap_or(i64::MAX)
@@ -402,6 +403,7 @@ impl Coordinator<'_> {
             count(&m.rejected_total),
             m.head_ms.load(Ordering::Relaxed),
             m.watermark_ms.load(Ordering::Relaxed),
+            i64::try_from(self.models.runner().rows_handed()).unwrap_or(i64::MAX),
         ]
     }
 
@@ -412,7 +414,7 @@ impl Coordinator<'_> {
     /// taken count as progress for the next one.)
     fn drive(&self, stop: &AtomicBool, interval: Duration) -> anyhow::Result<()> {
         let mut next_checkpoint = Instant::now() + interval;
-        let mut checkpointed: Option<[i64; 5]> = None;
+        let mut checkpointed: Option<[i64; 6]> = None;
         let mut next_lag = Instant::now();
         let mut broker_ok = true;
         loop {
