@@ -408,9 +408,9 @@ impl Coordinator<'_> {
     }
 
     /// Checkpoints every `interval` until `stop`, then takes the final checkpoint. An interval
-    /// in which nothing was read and no clock moved takes none: the last checkpoint still
-    /// holds, and an idle service does not pause its views and rewrite all window state every
-    /// interval. (The progress is read before the cut, so records read while a checkpoint is
+    /// in which nothing was read, no clock moved and no row reached a learner takes none: the
+    /// last checkpoint still holds, and an idle service does not pause its views and rewrite all
+    /// window state every interval. (The progress is read before the cut, so records read while a checkpoint is
     /// taken count as progress for the next one.)
     fn drive(&self, stop: &AtomicBool, interval: Duration) -> anyhow::Result<()> {
         let mut next_checkpoint = Instant::now() + interval;
