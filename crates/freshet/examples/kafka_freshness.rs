@@ -33,7 +33,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use freshet_kafka::client::producer_config;
 use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use serde_json::Value;
 
@@ -351,7 +353,6 @@ fn observe(
     stop: &AtomicBool,
     arrivals: &Arrivals,
 ) -> Result<(), String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     let group = format!("freshness-observer-{}", std::process::id());
     let consumer: BaseConsumer = freshet_kafka::client::consumer_config(brokers, &group)
         .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
@@ -378,7 +379,6 @@ fn observe(
             continue;
         };
         let at = Instant::now();
-        use rdkafka::message::Message;
         let Some(text) = message.payload().and_then(|p| std::str::from_utf8(p).ok()) else {
             continue;
         };

@@ -133,7 +133,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         restore: restore.clone(),
         from_beginning: true,
         metrics: Some(metrics.clone()),
-        fetch_wait: Some(Duration::from_millis(kafka.fetch_wait.as_ms())),
+        fetch_wait: Some(kafka.fetch_wait.as_duration()),
     };
     let inputs = kafka_inputs(
         &kafka.brokers,
@@ -410,8 +410,8 @@ impl Coordinator<'_> {
     /// Checkpoints every `interval` until `stop`, then takes the final checkpoint. An interval
     /// in which nothing was read, no clock moved and no row reached a learner takes none: the
     /// last checkpoint still holds, and an idle service does not pause its views and rewrite all
-    /// window state every interval. (The progress is read before the cut, so records read while a checkpoint is
-    /// taken count as progress for the next one.)
+    /// window state every interval. (The progress is read before the cut, so records read while
+    /// a checkpoint is taken count as progress for the next one.)
     fn drive(&self, stop: &AtomicBool, interval: Duration) -> anyhow::Result<()> {
         let mut next_checkpoint = Instant::now() + interval;
         let mut checkpointed: Option<[i64; 6]> = None;

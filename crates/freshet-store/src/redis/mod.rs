@@ -598,9 +598,10 @@ fn encode_vector(vector: &FeatureVector) -> Vec<u8> {
     serde_json::to_vec(&stored).unwrap_or_default()
 }
 
-fn decode_value(raw: &[u8]) -> Option<FeatureValue> {
-    let (tag, payload) = raw.split_first()?;
-    let text = std::str::from_utf8(payload).ok()?;
+fn decode_value(raw: &str) -> Option<FeatureValue> {
+    // the tag is ASCII, so the rest starts on a character boundary
+    let tag = *raw.as_bytes().first()?;
+    let text = raw.get(1..)?;
     match (tag, text) {
         (b'n', "") => Some(FeatureValue::Null),
         (b'i', _) => text.parse().ok().map(FeatureValue::Int),
@@ -637,7 +638,7 @@ fn decode_vector(
         .features
         .iter()
         .zip(&stored.values)
-        .map(|(name, raw)| decode_value(raw.as_bytes()).ok_or_else(|| corrupt(name)))
+        .map(|(name, raw)| decode_value(raw).ok_or_else(|| corrupt(name)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(FeatureVector {
         as_of_ms: stored.as_of,
